@@ -1,0 +1,177 @@
+//! One PostgreSQL server of a cluster: its address, its role and health as the health
+//! checker last saw them, and its load per endpoint. Everything is atomics, read on
+//! every session start without a lock.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// What the last checks said about a node's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRole {
+    /// Not checked yet.
+    Unknown = 0,
+    /// Not in recovery: the writer.
+    Primary = 1,
+    /// In recovery: a reader.
+    Replica = 2,
+}
+
+impl NodeRole {
+    fn from_u8(v: u8) -> NodeRole {
+        match v {
+            1 => NodeRole::Primary,
+            2 => NodeRole::Replica,
+            _ => NodeRole::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Unknown => "unknown",
+            NodeRole::Primary => "primary",
+            NodeRole::Replica => "replica",
+        }
+    }
+}
+
+/// Whether a node may serve clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Not checked yet: serves nobody.
+    Unknown = 0,
+    /// Passed its checks.
+    Up = 1,
+    /// Failed: serves nobody until it passes `rise` checks.
+    Down = 2,
+}
+
+impl Health {
+    fn from_u8(v: u8) -> Health {
+        match v {
+            1 => Health::Up,
+            2 => Health::Down,
+            _ => Health::Unknown,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Up => "up",
+            Health::Down => "down",
+        }
+    }
+}
+
+/// A member of a cluster.
+#[derive(Debug)]
+pub struct Node {
+    /// Position in the cluster's node list.
+    pub index: usize,
+    /// `host:port` as configured.
+    pub addr: String,
+    health: AtomicU8,
+    role: AtomicU8,
+    /// Bumped whenever the node's role changes or it goes down: server connections made
+    /// in an older generation are never handed out again.
+    generation: AtomicU64,
+    lag_ms: AtomicU64,
+    /// When this node last became primary, on the cluster's promotion clock: of two
+    /// nodes not in recovery, the later one is the writer.
+    primary_since: AtomicU64,
+    /// Sessions in use through each endpoint of the cluster (by endpoint index).
+    sessions: Vec<AtomicUsize>,
+}
+
+impl Node {
+    pub fn new(index: usize, addr: String, endpoints: usize) -> Node {
+        Node {
+            index,
+            addr,
+            health: AtomicU8::new(Health::Unknown as u8),
+            role: AtomicU8::new(NodeRole::Unknown as u8),
+            generation: AtomicU64::new(0),
+            lag_ms: AtomicU64::new(0),
+            primary_since: AtomicU64::new(0),
+            sessions: (0..endpoints).map(|_| AtomicUsize::new(0)).collect(),
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Ordering::Acquire))
+    }
+
+    pub fn role(&self) -> NodeRole {
+        NodeRole::from_u8(self.role.load(Ordering::Acquire))
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn lag(&self) -> Duration {
+        Duration::from_millis(self.lag_ms.load(Ordering::Relaxed))
+    }
+
+    pub fn primary_since(&self) -> u64 {
+        self.primary_since.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_primary_since(&self, clock: u64) {
+        self.primary_since.store(clock, Ordering::Release);
+    }
+
+    /// Sessions in use on this node through endpoint `endpoint`.
+    pub fn sessions(&self, endpoint: usize) -> usize {
+        self.sessions
+            .get(endpoint)
+            .map_or(0, |s| s.load(Ordering::Relaxed))
+    }
+
+    /// Sessions in use on this node over all endpoints.
+    pub fn total_sessions(&self) -> usize {
+        self.sessions
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub(crate) fn add_session(&self, endpoint: usize) {
+        if let Some(s) = self.sessions.get(endpoint) {
+            s.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn remove_session(&self, endpoint: usize) {
+        if let Some(s) = self.sessions.get(endpoint) {
+            s.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a role; returns true when it changed (and starts a new generation).
+    pub(crate) fn set_role(&self, role: NodeRole) -> bool {
+        let old = self.role.swap(role as u8, Ordering::AcqRel);
+        if old != role as u8 {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Records health; returns true when it changed. Going down starts a new generation.
+    pub(crate) fn set_health(&self, health: Health) -> bool {
+        let old = self.health.swap(health as u8, Ordering::AcqRel);
+        if old != health as u8 && health == Health::Down {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+        old != health as u8
+    }
+
+    pub(crate) fn set_lag(&self, lag: Duration) {
+        self.lag_ms.store(
+            lag.as_millis().min(u64::MAX as u128) as u64,
+            Ordering::Relaxed,
+        );
+    }
+}

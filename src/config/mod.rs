@@ -1,0 +1,309 @@
+//! Configuration: the TOML schema, loading from a file or a directory, and validation
+//! with errors that name the file, the key and what is wrong.
+
+mod duration;
+mod schema;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub use duration::format as format_duration;
+pub use schema::{AuthType, Balance, Cluster, Config, Endpoint, General, Pool, PoolMode, Role};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// A configuration with the file each cluster came from, for messages.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    /// The file `[general]` came from (or the single file).
+    pub general_file: PathBuf,
+    /// The file each cluster came from.
+    pub cluster_files: BTreeMap<String, PathBuf>,
+}
+
+/// Loads `path`: one TOML file, or a directory whose `*.toml` files are merged (in name
+/// order; at most one may hold `[general]`, a cluster may appear in one file only).
+/// Relative `auth_file` paths are resolved against the file that sets them.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    let files = if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|source| ConfigError::Read {
+                path: path.into(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            return Err(ConfigError::Parse {
+                path: path.into(),
+                message: "no *.toml file in this directory".into(),
+            });
+        }
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut merged = Loaded {
+        config: Config::default(),
+        general_file: files[0].clone(),
+        cluster_files: BTreeMap::new(),
+    };
+    let mut general_seen = false;
+    for file in &files {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            path: file.clone(),
+            source,
+        })?;
+        let raw: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: file.clone(),
+            message: e.to_string(),
+        })?;
+        let has_general = raw.contains_key("general");
+        let mut part: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: file.clone(),
+            message: e.to_string(),
+        })?;
+        if has_general {
+            if general_seen {
+                return Err(invalid(file, "general", "[general] is set in two files"));
+            }
+            general_seen = true;
+            if part.general.auth_file.is_relative() {
+                let base = file.parent().unwrap_or(Path::new("."));
+                part.general.auth_file = base.join(&part.general.auth_file);
+            }
+            merged.config.general = part.general;
+            merged.general_file = file.clone();
+        }
+        for (name, cluster) in part.clusters {
+            if let Some(other) = merged.cluster_files.get(&name) {
+                let msg = format!("cluster also defined in {}", other.display());
+                return Err(invalid(file, &format!("clusters.{name}"), &msg));
+            }
+            merged.cluster_files.insert(name.clone(), file.clone());
+            merged.config.clusters.insert(name, cluster);
+        }
+    }
+    if !general_seen {
+        let base = files[0].parent().unwrap_or(Path::new("."));
+        merged.config.general.auth_file = base.join(&merged.config.general.auth_file);
+    }
+    validate(&merged)?;
+    Ok(merged)
+}
+
+fn invalid(path: &Path, key: &str, message: &str) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.into(),
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// Checks what the schema alone cannot: ranges, addresses, unique listeners.
+pub fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
+    let config = &loaded.config;
+    let gfile = &loaded.general_file;
+    let g = &config.general;
+    if g.max_client_conn == 0 {
+        return Err(invalid(
+            gfile,
+            "general.max_client_conn",
+            "must be at least 1",
+        ));
+    }
+    if g.max_message_size < 1024 {
+        return Err(invalid(
+            gfile,
+            "general.max_message_size",
+            "must be at least 1024",
+        ));
+    }
+    if config.clusters.is_empty() {
+        return Err(invalid(gfile, "clusters", "no cluster is defined"));
+    }
+    let mut listeners: HashMap<SocketAddr, String> = HashMap::new();
+    for (key, addr) in [
+        ("general.admin_listen", g.admin_listen),
+        ("general.http_listen", g.http_listen),
+    ] {
+        if let Some(addr) = addr {
+            listeners.insert(addr, key.into());
+        }
+    }
+    for (name, c) in &config.clusters {
+        let file = loaded.cluster_files.get(name).unwrap_or(gfile);
+        let key = |k: &str| format!("clusters.{name}.{k}");
+        if c.hosts.is_empty() {
+            return Err(invalid(file, &key("hosts"), "needs at least one host:port"));
+        }
+        for h in &c.hosts {
+            let ok = h
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                let msg = format!("\"{h}\" is not host:port");
+                return Err(invalid(file, &key("hosts"), &msg));
+            }
+        }
+        if c.rise == 0 || c.fall == 0 {
+            return Err(invalid(file, &key("rise/fall"), "must be at least 1"));
+        }
+        if c.health_interval.is_zero() || c.health_timeout.is_zero() {
+            let msg = "must be longer than 0s";
+            return Err(invalid(file, &key("health_interval/health_timeout"), msg));
+        }
+        let p = &c.pool;
+        if p.pool_mode == PoolMode::Transaction {
+            let msg = "\"transaction\" is not supported by this version; use \"session\"";
+            return Err(invalid(file, &key("pool.pool_mode"), msg));
+        }
+        if p.default_pool_size == 0 {
+            return Err(invalid(
+                file,
+                &key("pool.default_pool_size"),
+                "must be at least 1",
+            ));
+        }
+        if p.min_pool_size > p.default_pool_size {
+            let msg = "must not exceed default_pool_size";
+            return Err(invalid(file, &key("pool.min_pool_size"), msg));
+        }
+        if c.endpoints.is_empty() {
+            return Err(invalid(
+                file,
+                &key("endpoints"),
+                "needs at least one endpoint",
+            ));
+        }
+        for (ename, e) in &c.endpoints {
+            let k = key(&format!("endpoints.{ename}.listen"));
+            if e.listen.port() == 0 {
+                continue; // any free port: never a clash
+            }
+            if let Some(other) = listeners.insert(e.listen, k.clone()) {
+                let msg = format!("{} is also used by {other}", e.listen);
+                return Err(invalid(file, &k, &msg));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const CLUSTER: &str = r#"
+[clusters.main]
+hosts = ["127.0.0.1:5432", "127.0.0.1:5433"]
+[clusters.main.endpoints.reader]
+listen = "127.0.0.1:6432"
+role = "replica"
+"#;
+
+    #[test]
+    fn defaults_and_durations() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("[general]\nstats_period = \"500ms\"\n{CLUSTER}");
+        let p = write(dir.path(), "a.toml", &text);
+        let l = load(&p).unwrap();
+        let c = &l.config.clusters["main"];
+        assert_eq!(c.pool.default_pool_size, 20);
+        assert_eq!(c.endpoints["reader"].balance, Balance::Leastconn);
+        assert_eq!(l.config.general.stats_period.as_millis(), 500);
+        assert_eq!(l.config.general.auth_file, dir.path().join("userlist.txt"));
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "a.toml",
+            &format!("{CLUSTER}\nbalanse = \"x\"\n"),
+        );
+        let e = load(&p).unwrap_err().to_string();
+        assert!(e.contains("a.toml") && e.contains("balanse"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "a.toml",
+            &CLUSTER.replace("127.0.0.1:5433", "nope"),
+        );
+        let e = load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("clusters.main.hosts") && e.contains("nope"),
+            "{e}"
+        );
+        let text = CLUSTER.replace("role = \"replica\"", "role = \"replica\"\nbalance = \"x\"");
+        let p = write(dir.path(), "b.toml", &text);
+        assert!(load(&p).unwrap_err().to_string().contains("b.toml"));
+        let p = write(
+            dir.path(),
+            "c.toml",
+            &format!("{CLUSTER}\n[clusters.main.pool]\nserver_lifetime = \"soon\"\n"),
+        );
+        let e = load(&p).unwrap_err().to_string();
+        assert!(e.contains("soon"), "{e}");
+    }
+
+    #[test]
+    fn directory_merges_and_rejects_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "00-general.toml",
+            "[general]\nmax_client_conn = 5\n",
+        );
+        write(dir.path(), "main.toml", CLUSTER);
+        let other = CLUSTER.replace("main", "other").replace("6432", "6442");
+        write(dir.path(), "other.toml", &other);
+        write(dir.path(), "notes.txt", "ignored");
+        let l = load(dir.path()).unwrap();
+        assert_eq!(l.config.general.max_client_conn, 5);
+        assert_eq!(l.config.clusters.len(), 2);
+        write(dir.path(), "dup.toml", &CLUSTER.replace("6432", "6452"));
+        let e = load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("dup.toml") && e.contains("clusters.main"), "{e}");
+    }
+
+    #[test]
+    fn listen_addresses_are_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("{CLUSTER}\n[clusters.main.endpoints.writer]\nlisten = \"127.0.0.1:6432\"\nrole = \"primary\"\n");
+        let p = write(dir.path(), "a.toml", &text);
+        let e = load(&p).unwrap_err().to_string();
+        assert!(e.contains("endpoints.writer.listen"), "{e}");
+    }
+}

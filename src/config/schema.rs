@@ -1,0 +1,241 @@
+//! The TOML schema. Every field documents its default; unknown keys are errors.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::duration;
+
+/// The whole configuration: `[general]` and one `[clusters.NAME]` table per cluster.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub general: General,
+    #[serde(default)]
+    pub clusters: BTreeMap<String, Cluster>,
+}
+
+/// How clients prove who they are.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+pub enum AuthType {
+    /// SCRAM-SHA-256 (default). Needs a plaintext password or a SCRAM secret.
+    #[default]
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    /// md5; users whose `auth_file` entry is a SCRAM secret get SCRAM, as with PgBouncer.
+    #[serde(rename = "md5")]
+    Md5,
+    /// No password asked.
+    #[serde(rename = "trust")]
+    Trust,
+}
+
+/// `[general]`: process-wide settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct General {
+    /// Admin console address (database `pgfleet`). Default: none.
+    pub admin_listen: Option<SocketAddr>,
+    /// HTTP address for /metrics, /healthz, /readyz, /status. Default: none.
+    pub http_listen: Option<SocketAddr>,
+    /// PgBouncer-format userlist, relative to the config file. Default: `userlist.txt`.
+    pub auth_file: PathBuf,
+    /// `scram-sha-256` (default), `md5` or `trust`.
+    pub auth_type: AuthType,
+    /// Users allowed every admin command. Default: none.
+    pub admin_users: Vec<String>,
+    /// Users allowed SHOW commands. Default: none.
+    pub stats_users: Vec<String>,
+    /// Client connections allowed at once over all endpoints; beyond it clients get
+    /// 53300. Default 10000.
+    pub max_client_conn: usize,
+    /// Largest protocol message accepted from a client or server. Default 256 MiB.
+    pub max_message_size: usize,
+    /// Time a client has to finish startup and authentication. Default 60s.
+    #[serde(with = "duration")]
+    pub client_login_timeout: Duration,
+    /// How often the per-pool statistics line is logged; "0s" disables it. Default 60s.
+    #[serde(with = "duration")]
+    pub stats_period: Duration,
+    /// Log one line per client connect and disconnect. Default true.
+    pub log_connections: bool,
+    /// Runtime worker threads; 0 = one per core. Default 0. Needs a restart.
+    pub workers: usize,
+}
+
+impl Default for General {
+    fn default() -> Self {
+        General {
+            admin_listen: None,
+            http_listen: None,
+            auth_file: PathBuf::from("userlist.txt"),
+            auth_type: AuthType::default(),
+            admin_users: Vec::new(),
+            stats_users: Vec::new(),
+            max_client_conn: 10_000,
+            max_message_size: 256 << 20,
+            client_login_timeout: Duration::from_secs(60),
+            stats_period: Duration::from_secs(60),
+            log_connections: true,
+            workers: 0,
+        }
+    }
+}
+
+/// `[clusters.NAME]`: a set of PostgreSQL nodes and the endpoints in front of them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// Static members, `host:port`.
+    pub hosts: Vec<String>,
+    /// User of the health check; its password comes from `auth_file` (plaintext) or
+    /// none (trust). Default `pgcheck`.
+    #[serde(default = "default_health_user")]
+    pub health_user: String,
+    /// Database the health check connects to. Default `postgres`.
+    #[serde(default = "default_health_database")]
+    pub health_database: String,
+    /// Time between two checks of a node. Default 1s.
+    #[serde(default = "secs::<1>", with = "duration")]
+    pub health_interval: Duration,
+    /// Time a check may take (connect + query). Default 1s.
+    #[serde(default = "secs::<1>", with = "duration")]
+    pub health_timeout: Duration,
+    /// Consecutive passed checks before a down node serves again. Default 2.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failed checks before a node is taken out; a refused or timed-out
+    /// connect takes it out at once. Default 2.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    /// A replica further behind than this leaves the reader set. Default 10s.
+    #[serde(default = "secs::<10>", with = "duration")]
+    pub max_lag: Duration,
+    /// Pool settings shared by the cluster's endpoints.
+    #[serde(default)]
+    pub pool: Pool,
+    /// Listen addresses with a role.
+    pub endpoints: BTreeMap<String, Endpoint>,
+}
+
+fn default_health_user() -> String {
+    "pgcheck".into()
+}
+fn default_health_database() -> String {
+    "postgres".into()
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    2
+}
+const fn secs<const N: u64>() -> Duration {
+    Duration::from_secs(N)
+}
+
+/// When a server connection goes back to the pool.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// When the client disconnects (default).
+    #[default]
+    Session,
+    /// After each transaction.
+    Transaction,
+}
+
+/// `[clusters.NAME.pool]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pool {
+    /// `session` (default) or `transaction`.
+    pub pool_mode: PoolMode,
+    /// Server connections per (node, database, user). Default 20.
+    pub default_pool_size: usize,
+    /// Server connections kept open per pool even when idle. Default 0.
+    pub min_pool_size: usize,
+    /// Server connections per (node, database) over all users; 0 = no limit.
+    pub max_db_connections: usize,
+    /// A server connection older than this is closed when released. Default 1h.
+    #[serde(with = "duration")]
+    pub server_lifetime: Duration,
+    /// A server connection idle longer than this is closed. Default 10min.
+    #[serde(with = "duration")]
+    pub server_idle_timeout: Duration,
+    /// Validates a connection idle longer than `server_check_delay`; "" disables.
+    /// Default `select 1`.
+    pub server_check_query: String,
+    /// See `server_check_query`. Default 30s.
+    #[serde(with = "duration")]
+    pub server_check_delay: Duration,
+    /// Run when a client releases a server connection; "" disables. Default
+    /// `DISCARD ALL`.
+    pub server_reset_query: String,
+    /// Time to open a server connection and log in. Default 15s.
+    #[serde(with = "duration")]
+    pub server_connect_timeout: Duration,
+    /// How long a client waits for a node and a server connection. Default 120s.
+    #[serde(with = "duration")]
+    pub query_wait_timeout: Duration,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool {
+            pool_mode: PoolMode::Session,
+            default_pool_size: 20,
+            min_pool_size: 0,
+            max_db_connections: 0,
+            server_lifetime: Duration::from_secs(3600),
+            server_idle_timeout: Duration::from_secs(600),
+            server_check_query: "select 1".into(),
+            server_check_delay: Duration::from_secs(30),
+            server_reset_query: "DISCARD ALL".into(),
+            server_connect_timeout: Duration::from_secs(15),
+            query_wait_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Which nodes an endpoint may use.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Healthy nodes in recovery (readers).
+    Replica,
+    /// The healthy node not in recovery (the writer).
+    Primary,
+    /// Every healthy node.
+    Any,
+}
+
+/// How an endpoint picks among the nodes that fit its role.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Balance {
+    /// Fewest sessions in use on this endpoint; round-robin among equals (default).
+    #[default]
+    Leastconn,
+    /// Each in turn.
+    Roundrobin,
+    /// Uniformly at random.
+    Random,
+}
+
+/// `[clusters.NAME.endpoints.NAME]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// Address clients connect to.
+    pub listen: SocketAddr,
+    /// `replica`, `primary` or `any`.
+    pub role: Role,
+    /// `leastconn` (default), `roundrobin` or `random`.
+    #[serde(default)]
+    pub balance: Balance,
+}

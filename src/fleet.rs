@@ -1,0 +1,124 @@
+//! Building the running process from a configuration: listeners, health checkers,
+//! pool janitors and the statistics logger, all stopped through `State::stop`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::auth::{Secret, Userlist};
+use crate::cluster::{health, ClusterState};
+use crate::config::Loaded;
+use crate::state::{State, Topology};
+use crate::{frontend, pool, stats};
+
+/// A running pgfleet: its state and the addresses it listens on.
+pub struct Fleet {
+    pub state: Arc<State>,
+    /// `cluster.endpoint` → bound address.
+    pub endpoints: BTreeMap<String, SocketAddr>,
+}
+
+impl Fleet {
+    /// Binds every endpoint and starts every background task. Fails (without leaving
+    /// anything running) when the auth file cannot be read or an address cannot be bound.
+    pub async fn start(loaded: Loaded) -> anyhow::Result<Fleet> {
+        let config = Arc::new(loaded.config);
+        warn_unserved(&config.general);
+        let auth_file = &config.general.auth_file;
+        let users = Userlist::load(auth_file)?;
+        let mut listeners = Vec::new();
+        let mut clusters = Vec::new();
+        for (name, c) in &config.clusters {
+            let cluster = Arc::new(ClusterState::new(name, c));
+            for ep in &cluster.endpoints {
+                let listener = bind(ep.config.listen)
+                    .await
+                    .with_context(|| format!("clusters.{name}.endpoints.{}.listen", ep.name))?;
+                listeners.push((cluster.clone(), ep.index, listener));
+            }
+            clusters.push(cluster);
+        }
+        let topology = Topology {
+            config: config.clone(),
+            users: Arc::new(users),
+            clusters: clusters.clone(),
+        };
+        let state = Arc::new(State::new(topology));
+        let max_message = config.general.max_message_size;
+        for cluster in &clusters {
+            let password = health_password(&state, &cluster.config.health_user);
+            health::spawn(cluster.clone(), password, state.stop.subscribe());
+            tokio::spawn(pool::janitor::run(
+                cluster.clone(),
+                max_message,
+                state.stop.subscribe(),
+            ));
+        }
+        tokio::spawn(stats::log_periodically(state.clone()));
+        let mut endpoints = BTreeMap::new();
+        for (cluster, index, listener) in listeners {
+            let ep = &cluster.endpoints[index];
+            let addr = listener.local_addr()?;
+            tracing::info!(cluster = %cluster.name, endpoint = %ep.name, %addr, role = ?ep.config.role, "listening");
+            endpoints.insert(format!("{}.{}", cluster.name, ep.name), addr);
+            tokio::spawn(frontend::serve_endpoint(
+                state.clone(),
+                cluster.clone(),
+                index,
+                listener,
+            ));
+        }
+        Ok(Fleet { state, endpoints })
+    }
+
+    /// Stops listening and ends every session and background task.
+    pub fn stop(&self) {
+        self.state.stop.send_replace(true);
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket
+        .bind(addr)
+        .with_context(|| format!("cannot bind {addr}"))?;
+    Ok(socket.listen(1024)?)
+}
+
+/// The health user's password: its plaintext `auth_file` entry, or none (trust).
+fn health_password(state: &State, user: &str) -> Option<String> {
+    match state.current.load().users.get(user) {
+        Some(Secret::Plain(pw)) => Some(pw.clone()),
+        Some(_) => {
+            tracing::warn!(
+                user,
+                "health_user needs a plaintext password in auth_file; trying without one"
+            );
+            None
+        }
+        None => None,
+    }
+}
+
+/// Keys of the interface that this version accepts but does not serve yet.
+fn warn_unserved(general: &crate::config::General) {
+    if let Some(addr) = general.admin_listen {
+        tracing::warn!(%addr, "admin_listen: the admin console is not available in this version");
+    }
+    if let Some(addr) = general.http_listen {
+        tracing::warn!(%addr, "http_listen: the HTTP endpoints are not available in this version");
+    }
+}

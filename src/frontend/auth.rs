@@ -1,0 +1,135 @@
+//! Authenticating a client against `auth_file`: SCRAM-SHA-256, md5 or trust. Unknown
+//! users get the same exchange and the same error as a wrong password.
+
+use crate::auth::{
+    verify_md5, DerivedSecrets, ScramError, ScramServer, Secret, Userlist, SCRAM_SHA_256,
+};
+use crate::config::AuthType;
+use crate::pool::Credentials;
+use crate::protocol::backend as msg;
+use crate::protocol::frontend::{parse_password, parse_sasl_initial, parse_sasl_response};
+use crate::protocol::sqlstate;
+
+use super::conn::ClientConn;
+use super::error::ClientError;
+
+/// Runs the authentication exchange; on success returns what pgfleet will log into the
+/// servers with. AuthenticationOk is queued in `conn.out` but not flushed.
+pub async fn authenticate(
+    conn: &mut ClientConn,
+    user: &str,
+    auth_type: AuthType,
+    users: &Userlist,
+    derived: &DerivedSecrets,
+    mock_key: &[u8],
+) -> Result<Credentials, ClientError> {
+    let secret = users.get(user).cloned();
+    let mut cred = Credentials {
+        user: user.to_owned(),
+        secret: secret.clone(),
+        scram_keys: None,
+    };
+    let use_scram = match (auth_type, &secret) {
+        (AuthType::Trust, _) => {
+            msg::authentication_ok(&mut conn.out);
+            return Ok(cred);
+        }
+        (AuthType::Md5, Some(Secret::Scram(_))) => true,
+        (AuthType::Md5, _) => false,
+        (AuthType::ScramSha256, _) => true,
+    };
+    if use_scram {
+        let scram_secret = secret.as_ref().map(|s| derived.for_scram(user, s));
+        let server = match scram_secret.as_ref().and_then(ScramServer::new) {
+            Some(s) => Ok(s),
+            None => Err(ScramServer::mock(user, mock_key)),
+        };
+        let known = server.is_ok();
+        let server = server.unwrap_or_else(|mock| mock);
+        match scram_exchange(conn, server).await {
+            Ok(keys) if known => {
+                cred.scram_keys = Some(keys);
+            }
+            Ok(_) | Err(Failure::WrongPassword) => return Err(wrong_password(user, &secret)),
+            Err(Failure::Client(e)) => return Err(e),
+        }
+    } else {
+        let salt: [u8; 4] = rand::random();
+        msg::authentication_md5(&mut conn.out, salt);
+        conn.flush().await?;
+        let m = conn.read_message().await?;
+        let response = parse_password(&m)?;
+        let ok = secret
+            .as_ref()
+            .is_some_and(|s| verify_md5(s, user, salt, response));
+        if !ok {
+            return Err(wrong_password(user, &secret));
+        }
+    }
+    msg::authentication_ok(&mut conn.out);
+    Ok(cred)
+}
+
+enum Failure {
+    WrongPassword,
+    Client(ClientError),
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Failure::Client(e)
+    }
+}
+
+async fn scram_exchange(
+    conn: &mut ClientConn,
+    mut server: ScramServer,
+) -> Result<crate::auth::ClientKeys, Failure> {
+    msg::authentication_sasl(&mut conn.out, &[SCRAM_SHA_256]);
+    conn.flush().await?;
+    let m = conn.read_message().await?;
+    let (mechanism, first) = parse_sasl_initial(&m).map_err(ClientError::from)?;
+    if mechanism != SCRAM_SHA_256 {
+        return Err(ClientError::fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            "client selected an invalid SASL authentication mechanism",
+        )
+        .into());
+    }
+    let server_first = server.handle_client_first(first).map_err(scram_error)?;
+    msg::authentication_sasl_continue(&mut conn.out, &server_first);
+    conn.flush().await?;
+    let m = conn.read_message().await?;
+    let last = parse_sasl_response(&m).map_err(ClientError::from)?;
+    match server.handle_client_final(last) {
+        Ok((server_final, keys)) => {
+            msg::authentication_sasl_final(&mut conn.out, &server_final);
+            Ok(keys)
+        }
+        Err(ScramError::InvalidProof) => Err(Failure::WrongPassword),
+        Err(e) => Err(scram_error(e)),
+    }
+}
+
+fn scram_error(e: ScramError) -> Failure {
+    match e {
+        ScramError::InvalidProof => Failure::WrongPassword,
+        other => Failure::Client(ClientError::fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!("malformed SCRAM message: {other}"),
+        )),
+    }
+}
+
+fn wrong_password(user: &str, secret: &Option<Secret>) -> ClientError {
+    let why = match secret {
+        None => "no such user in auth_file",
+        Some(Secret::Md5(_)) => "wrong password, or an md5 secret cannot do SCRAM",
+        Some(_) => "wrong password",
+    };
+    tracing::warn!(user, reason = why, "password authentication failed");
+    ClientError::fatal(
+        sqlstate::INVALID_PASSWORD,
+        format!("password authentication failed for user \"{user}\""),
+    )
+}

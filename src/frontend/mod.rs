@@ -1,0 +1,176 @@
+//! One client's life: accept, startup, authentication, the session.
+
+mod auth;
+mod conn;
+mod error;
+mod pump;
+mod session;
+mod startup;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::cancel::send_cancel;
+use crate::cluster::ClusterState;
+use crate::protocol::sqlstate;
+use crate::state::State;
+
+pub use error::ClientError;
+
+use conn::ClientConn;
+use startup::Hello;
+
+/// Accepts clients of one endpoint until `stop` changes.
+pub async fn serve_endpoint(
+    state: Arc<State>,
+    cluster: Arc<ClusterState>,
+    endpoint: usize,
+    listener: TcpListener,
+) {
+    let mut stop = state.stop.subscribe();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let id = state.next_client_id();
+                let ep = &cluster.endpoints[endpoint];
+                let span = tracing::info_span!("client", id, endpoint = %ep.name, %peer);
+                let task = handle_client(state.clone(), cluster.clone(), endpoint, stream, id);
+                tokio::spawn(task.instrument(span));
+            }
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn handle_client(
+    state: Arc<State>,
+    cluster: Arc<ClusterState>,
+    endpoint: usize,
+    stream: TcpStream,
+    id: u32,
+) {
+    let connected_at = std::time::Instant::now();
+    let _ = stream.set_nodelay(true);
+    let topology = state.current.load_full();
+    let general = &topology.config.general;
+    let mut conn = ClientConn::new(stream, general.max_message_size);
+    let slot = state.client_slots.clone().try_acquire_owned();
+    let stop = state.stop.subscribe();
+
+    let login = async {
+        let hello = startup::read_hello(&mut conn).await?;
+        let params = match hello {
+            Hello::Cancel { pid, key } => {
+                cancel(&state, pid, key).await;
+                return Ok(None);
+            }
+            Hello::Startup(p) => p,
+        };
+        if slot.is_err() {
+            return Err(ClientError::fatal(
+                sqlstate::TOO_MANY_CONNECTIONS,
+                "no more connections allowed (max_client_conn)",
+            ));
+        }
+        let cred = auth::authenticate(
+            &mut conn,
+            &params.user,
+            general.auth_type,
+            &topology.users,
+            &state.derived,
+            &state.mock_key,
+        )
+        .await?;
+        Ok(Some((params, cred)))
+    };
+    let login = match tokio::time::timeout(general.client_login_timeout, login).await {
+        Ok(Ok(Some(l))) => l,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => return refuse(&mut conn, e).await,
+        Err(_) => {
+            let e = ClientError::fatal(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout");
+            return refuse(&mut conn, e).await;
+        }
+    };
+    let (params, cred) = login;
+    let span = tracing::info_span!("session", user = %params.user, db = %params.database);
+    let key: u32 = rand::random();
+    state.cancels.register(id, key);
+    let client = session::Client {
+        id,
+        key,
+        params: &params,
+        cred: &cred,
+        connected_at,
+        log: general.log_connections,
+    };
+    let ep = &cluster.endpoints[endpoint];
+    let run = session::run(&state, &cluster, ep, &mut conn, client);
+    let result = until_stopped(stop, run).instrument(span).await;
+    state.cancels.unregister(id);
+    match result {
+        Some(Err(e)) => {
+            info!(code = e.code(), error = %e, "session ended with an error");
+            conn.send_error(&e).await;
+        }
+        None => {
+            let e = ClientError::fatal(sqlstate::ADMIN_SHUTDOWN, "pgfleet is shutting down");
+            conn.send_error(&e).await;
+        }
+        Some(Ok(_)) => {}
+    }
+}
+
+/// Runs `f` unless the process is told to stop first.
+async fn until_stopped<F: std::future::Future>(
+    mut stop: watch::Receiver<bool>,
+    f: F,
+) -> Option<F::Output> {
+    if *stop.borrow() {
+        return None;
+    }
+    tokio::select! {
+        out = f => Some(out),
+        _ = stop.changed() => None,
+    }
+}
+
+async fn refuse(conn: &mut ClientConn, e: ClientError) {
+    match &e {
+        ClientError::Io(_) => debug!(error = %e, "client left during login"),
+        _ => info!(code = e.code(), error = %e, "client refused"),
+    }
+    conn.send_error(&e).await;
+}
+
+async fn cancel(state: &State, pid: u32, key: u32) {
+    match state.cancels.lookup(pid, key) {
+        Some(target) => {
+            info!(client = pid, node = %target.addr, server_pid = target.pid, "cancel request forwarded");
+            if let Err(e) = send_cancel(&target).await {
+                warn!(node = %target.addr, error = %e, "cancel request could not be sent");
+            }
+        }
+        None => debug!(
+            client = pid,
+            "cancel request for no running query, or a wrong key"
+        ),
+    }
+}
+
+/// The address a listener is bound to, for logs.
+pub fn local_addr(listener: &TcpListener) -> Option<SocketAddr> {
+    listener.local_addr().ok()
+}

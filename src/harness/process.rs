@@ -1,0 +1,187 @@
+//! Finding a node's server processes through `postmaster.pid` and `/proc`,
+//! and signalling them.
+//!
+//! Only processes whose `/proc/PID/comm` is `postgres` are ever signalled:
+//! the postmaster named in the node's `postmaster.pid` and its descendants.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+
+/// What `postmaster.pid` says about a (possibly dead) postmaster.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PidFile {
+    /// The postmaster's pid.
+    pub pid: i32,
+    /// SysV shared memory key and id of its interlock segment, if recorded.
+    pub shm: Option<(libc::key_t, libc::c_int)>,
+}
+
+/// Reads `data_dir/postmaster.pid`, if present and well-formed.
+pub(super) fn read_pid_file(data_dir: &Path) -> Option<PidFile> {
+    let text = std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?;
+    let mut lines = text.lines();
+    let pid = lines.next()?.trim().parse().ok()?;
+    // Line 7 holds "<key> <shmid>".
+    let shm = text.lines().nth(6).and_then(|l| {
+        let mut it = l.split_whitespace();
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    });
+    Some(PidFile { pid, shm })
+}
+
+/// The live postmaster of `data_dir`, if its pid file names a live
+/// `postgres` process.
+pub(super) fn postmaster(data_dir: &Path) -> Option<i32> {
+    read_pid_file(data_dir)
+        .map(|p| p.pid)
+        .filter(|&pid| is_live_postgres(pid))
+}
+
+/// Name and state letter of `pid` from `/proc/PID/stat`, plus its parent.
+fn stat(pid: i32) -> Option<(String, char, i32)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_string();
+    let mut rest = text.get(close + 1..)?.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let ppid = rest.next()?.parse().ok()?;
+    Some((comm, state, ppid))
+}
+
+/// True if `pid` exists, is not a zombie, and its comm is `postgres`.
+pub(super) fn is_live_postgres(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let comm_ok = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|c| c.trim_end() == "postgres")
+        .unwrap_or(false);
+    comm_ok && matches!(stat(pid), Some((_, state, _)) if state != 'Z' && state != 'X')
+}
+
+/// All live `postgres` descendants of `root`, found by scanning the parent
+/// pid of every process in `/proc`.
+pub(super) fn descendants(root: i32) -> Vec<i32> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                continue;
+            };
+            if let Some((_, _, ppid)) = stat(pid) {
+                children.entry(ppid).or_default().push(pid);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    while let Some(p) = todo.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or_default() {
+            if is_live_postgres(c) && !out.contains(&c) {
+                out.push(c);
+                todo.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// Sends `sig` to `pid` after checking it is a live `postgres` process.
+pub(super) fn signal(pid: i32, sig: libc::c_int) -> Result<()> {
+    if !is_live_postgres(pid) {
+        bail!("pid {pid} is not a live postgres process");
+    }
+    // SAFETY: kill has no memory-safety preconditions.
+    if unsafe { libc::kill(pid, sig) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ESRCH) {
+            bail!("kill({pid}, {sig}): {err}");
+        }
+    }
+    Ok(())
+}
+
+/// Sends `sig` to every pid in `pids` that is still a live postgres
+/// process, ignoring ones that vanished meanwhile.
+pub(super) fn signal_all(pids: &[i32], sig: libc::c_int) {
+    for &pid in pids {
+        if is_live_postgres(pid) {
+            let _ = signal(pid, sig);
+        }
+    }
+}
+
+/// Waits until none of `pids` is a live postgres process (zombies count as
+/// gone). Returns false on timeout.
+pub(super) fn wait_gone(pids: &[i32], timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !pids.iter().any(|&p| is_live_postgres(p)) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Removes the lock files a killed postmaster leaves behind, so the server
+/// can start again even while the dead pid lingers as an unreaped zombie
+/// (PostgreSQL would take the zombie for a live postmaster): the data
+/// directory's `postmaster.pid` (plus its orphaned SysV shared memory
+/// segment) and the unix socket's `socket_lock` file. Fails if a lock still
+/// belongs to a live postgres process.
+pub(super) fn clear_stale_locks(data_dir: &Path, socket_lock: &Path) -> Result<()> {
+    if let Some(pf) = read_pid_file(data_dir) {
+        remove_stale_lock(&data_dir.join("postmaster.pid"), pf.pid)?;
+        if let Some((key, shmid)) = pf.shm {
+            remove_orphan_shm(key, shmid);
+        }
+    }
+    let socket_pid = std::fs::read_to_string(socket_lock)
+        .ok()
+        .and_then(|t| t.lines().next()?.trim().parse().ok());
+    if let Some(pid) = socket_pid {
+        remove_stale_lock(socket_lock, pid)?;
+    }
+    Ok(())
+}
+
+/// Removes lock file `path` written by `pid`, unless `pid` is still alive.
+fn remove_stale_lock(path: &Path, pid: i32) -> Result<()> {
+    if is_live_postgres(pid) {
+        bail!("{} belongs to live postgres process {pid}", path.display());
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            tracing::debug!(path = %path.display(), pid, "removed stale lock file");
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Removes SysV segment `shmid` if it still has key `key` and no process
+/// is attached to it.
+fn remove_orphan_shm(key: libc::key_t, shmid: libc::c_int) {
+    if shmid <= 0 {
+        return;
+    }
+    // SAFETY: shmid_ds is plain old data; all-zero is a valid value.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: `ds` is a valid, writable shmid_ds for IPC_STAT to fill.
+    if unsafe { libc::shmctl(shmid, libc::IPC_STAT, &mut ds) } != 0 {
+        return;
+    }
+    if ds.shm_perm.__key == key && ds.shm_nattch == 0 {
+        // SAFETY: IPC_RMID ignores the buffer argument.
+        unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) };
+        tracing::debug!(shmid, "removed orphaned shared memory segment");
+    }
+}

@@ -1,0 +1,30 @@
+//! pgfleet: a PostgreSQL pooler and read balancer that knows each node's role.
+//!
+//! Data flows one way: `frontend` (a client's life) asks `balance` for a node of a
+//! `cluster`, checks a server connection out of `pool`, and pumps `protocol` messages.
+
+pub mod auth;
+pub mod balance;
+pub mod cancel;
+pub mod cluster;
+pub mod config;
+pub mod fleet;
+pub mod frontend;
+pub mod harness;
+pub mod pool;
+pub mod protocol;
+pub mod state;
+pub mod stats;
+
+pub use fleet::Fleet;
+
+pub mod demo;
+
+/// The multi-thread runtime, with `workers` threads (0 = one per core).
+pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        b.worker_threads(workers);
+    }
+    b.enable_all().thread_name("pgfleet").build()
+}

@@ -1,0 +1,118 @@
+//! The checkout guard: a server connection lent to one client. Dropping it resets the
+//! connection and returns it to its pool in the background, or closes it.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::{Pool, ServerConn};
+
+/// What the connection needs when the client lets it go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Idle, no transaction open: reset and reuse.
+    Clean,
+    /// Idle inside a transaction block: roll back, reset and reuse.
+    Rollback,
+    /// In the middle of something (a query, COPY) or broken: close it.
+    Close,
+}
+
+/// A server connection checked out of a pool.
+#[derive(Debug)]
+pub struct PooledConn {
+    conn: Option<ServerConn>,
+    pool: Arc<Pool>,
+    slot: Option<OwnedSemaphorePermit>,
+    /// Set by the session before dropping the guard; `Close` unless it says otherwise.
+    pub release: Release,
+}
+
+impl PooledConn {
+    pub(super) fn new(conn: ServerConn, pool: Arc<Pool>, slot: OwnedSemaphorePermit) -> Self {
+        PooledConn {
+            conn: Some(conn),
+            pool,
+            slot: Some(slot),
+            release: Release::Close,
+        }
+    }
+
+    /// The pool this connection belongs to.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+}
+
+impl Deref for PooledConn {
+    type Target = ServerConn;
+    fn deref(&self) -> &ServerConn {
+        self.conn
+            .as_ref()
+            .expect("a PooledConn holds its connection until dropped")
+    }
+}
+
+impl DerefMut for PooledConn {
+    fn deref_mut(&mut self) -> &mut ServerConn {
+        self.conn
+            .as_mut()
+            .expect("a PooledConn holds its connection until dropped")
+    }
+}
+
+impl Drop for PooledConn {
+    fn drop(&mut self) {
+        let (Some(conn), Some(slot)) = (self.conn.take(), self.slot.take()) else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(give_back(self.pool.clone(), conn, slot, self.release));
+    }
+}
+
+/// Resets `conn` as `release` says and returns it to `pool`, then frees the slot.
+async fn give_back(
+    pool: Arc<Pool>,
+    mut conn: ServerConn,
+    slot: OwnedSemaphorePermit,
+    release: Release,
+) {
+    let reusable = match release {
+        Release::Close => false,
+        Release::Rollback => {
+            run(&pool, &mut conn, "ROLLBACK").await && reset(&pool, &mut conn).await
+        }
+        Release::Clean => reset(&pool, &mut conn).await,
+    };
+    if reusable && pool.still_good(&conn) {
+        pool.put_idle(conn);
+    } else {
+        conn.terminate().await;
+    }
+    drop(slot);
+}
+
+async fn reset(pool: &Pool, conn: &mut ServerConn) -> bool {
+    let q = &pool.config.server_reset_query;
+    q.is_empty() || run(pool, conn, q).await
+}
+
+async fn run(pool: &Pool, conn: &mut ServerConn, sql: &str) -> bool {
+    let limit = pool
+        .config
+        .server_connect_timeout
+        .max(Duration::from_secs(1));
+    match tokio::time::timeout(limit, conn.simple_query(sql, pool.max_message)).await {
+        Ok(Ok(None)) => true,
+        Ok(Ok(Some(e))) => {
+            tracing::warn!(node = %pool.node.addr, query = sql, code = %e.code, error = %e.message, "server reset failed; connection closed");
+            false
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,318 @@
+//! Server connections per (node, database, user). `Pool::checkout` hands out a guard
+//! whose Drop resets the connection and returns it (or closes it).
+
+mod guard;
+pub mod janitor;
+mod server;
+mod stats;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::timeout_at;
+
+pub use guard::{PooledConn, Release};
+pub use server::{record_parameter, Credentials, ServerConn, ServerError};
+pub use stats::{PoolStats, StatsSnapshot};
+
+use crate::cluster::Node;
+use crate::config;
+
+/// Identifies a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolKey {
+    pub node: usize,
+    pub database: String,
+    pub user: String,
+}
+
+/// Why no server connection could be handed out.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("no server connection became free within query_wait_timeout")]
+    Timeout,
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+/// Decrements the pool's open count (and frees a `max_db_connections` slot) when a
+/// server connection is dropped.
+#[derive(Debug)]
+pub struct OpenGuard {
+    open: Arc<AtomicUsize>,
+    _db_slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The server connections of one (node, database, user).
+#[derive(Debug)]
+pub struct Pool {
+    pub key: PoolKey,
+    pub node: Arc<Node>,
+    pub config: config::Pool,
+    pub max_message: usize,
+    idle: Mutex<Vec<ServerConn>>,
+    /// `default_pool_size` permits: one per connection in use or being reset.
+    slots: Arc<Semaphore>,
+    open: Arc<AtomicUsize>,
+    credentials: Mutex<Credentials>,
+    db_limit: Option<Arc<Semaphore>>,
+    pub stats: PoolStats,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Pool {
+    /// Server connections open (idle, in use, or being reset).
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Server connections idle in the pool.
+    pub fn idle(&self) -> usize {
+        lock(&self.idle).len()
+    }
+
+    /// Server connections handed out (in use or being reset).
+    pub fn active(&self) -> usize {
+        self.config.default_pool_size - self.slots.available_permits()
+    }
+
+    fn credentials(&self) -> Credentials {
+        lock(&self.credentials).clone()
+    }
+
+    /// Hands out a server connection, waiting until `deadline` for a free slot.
+    pub async fn checkout(
+        self: &Arc<Self>,
+        set: &PoolSet,
+        deadline: tokio::time::Instant,
+    ) -> Result<PooledConn, CheckoutError> {
+        let started = Instant::now();
+        let slot = timeout_at(deadline, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| CheckoutError::Timeout)?
+            .map_err(|_| CheckoutError::Timeout)?;
+        let conn = loop {
+            let candidate = lock(&self.idle).pop();
+            let Some(mut conn) = candidate else {
+                break self.connect(set, deadline).await?;
+            };
+            if !self.still_good(&conn) {
+                tokio::spawn(conn.terminate());
+                continue;
+            }
+            let q = &self.config.server_check_query;
+            if !q.is_empty() && conn.last_used.elapsed() >= self.config.server_check_delay {
+                let limit = self.config.server_connect_timeout;
+                let check = tokio::time::timeout(limit, conn.simple_query(q, self.max_message));
+                if !matches!(check.await, Ok(Ok(None))) {
+                    tracing::debug!(node = %self.node.addr, "server connection failed server_check_query; closed");
+                    continue;
+                }
+            }
+            break conn;
+        };
+        self.stats.record_wait(started.elapsed());
+        Ok(PooledConn::new(conn, self.clone(), slot))
+    }
+
+    /// Whether an idle connection may still be used.
+    fn still_good(&self, conn: &ServerConn) -> bool {
+        conn.generation == self.node.generation()
+            && conn.created.elapsed() < self.config.server_lifetime
+    }
+
+    async fn connect(
+        &self,
+        set: &PoolSet,
+        deadline: tokio::time::Instant,
+    ) -> Result<ServerConn, CheckoutError> {
+        let db_slot = match &self.db_limit {
+            None => None,
+            Some(sem) => Some(match sem.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    set.evict_one_idle(self.key.node, &self.key.database);
+                    timeout_at(deadline, sem.clone().acquire_owned())
+                        .await
+                        .map_err(|_| CheckoutError::Timeout)?
+                        .map_err(|_| CheckoutError::Timeout)?
+                }
+            }),
+        };
+        self.open.fetch_add(1, Ordering::Relaxed);
+        let open = OpenGuard {
+            open: self.open.clone(),
+            _db_slot: db_slot,
+        };
+        let cred = self.credentials();
+        let generation = self.node.generation();
+        let limit = self.config.server_connect_timeout;
+        let connect = ServerConn::connect(
+            &self.node.addr,
+            &self.key.database,
+            &cred,
+            self.max_message,
+            open,
+            generation,
+        );
+        let conn = tokio::time::timeout(limit, connect)
+            .await
+            .map_err(|_| ServerError::Timeout(limit))??;
+        tracing::debug!(node = %self.node.addr, db = %self.key.database, user = %self.key.user, pid = conn.backend_pid, "server connection opened");
+        Ok(conn)
+    }
+
+    /// Puts a clean connection back.
+    fn put_idle(&self, mut conn: ServerConn) {
+        conn.last_used = Instant::now();
+        lock(&self.idle).push(conn);
+    }
+
+    /// Removes the idle connections `keep` says no to; returns them for closing.
+    fn take_idle_where(&self, mut remove: impl FnMut(&ServerConn) -> bool) -> Vec<ServerConn> {
+        let mut idle = lock(&self.idle);
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < idle.len() {
+            if remove(&idle[i]) {
+                out.push(idle.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+}
+
+/// The pools of one cluster.
+#[derive(Debug, Default)]
+pub struct PoolSet {
+    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    db_limits: Mutex<HashMap<(usize, String), Arc<Semaphore>>>,
+}
+
+impl PoolSet {
+    /// The pool for (node, database, user), created on first use. `cred` replaces the
+    /// pool's credentials when it brings SCRAM keys the pool lacks.
+    pub fn get(
+        &self,
+        node: &Arc<Node>,
+        database: &str,
+        cred: &Credentials,
+        config: &config::Pool,
+        max_message: usize,
+    ) -> Arc<Pool> {
+        let key = PoolKey {
+            node: node.index,
+            database: database.to_owned(),
+            user: cred.user.clone(),
+        };
+        let mut pools = lock(&self.pools);
+        if let Some(p) = pools.get(&key) {
+            if cred.scram_keys.is_some() {
+                let mut c = lock(&p.credentials);
+                if c.scram_keys.is_none() {
+                    *c = cred.clone();
+                }
+            }
+            return p.clone();
+        }
+        let db_limit = (config.max_db_connections > 0).then(|| {
+            lock(&self.db_limits)
+                .entry((node.index, database.to_owned()))
+                .or_insert_with(|| Arc::new(Semaphore::new(config.max_db_connections)))
+                .clone()
+        });
+        let pool = Arc::new(Pool {
+            key: key.clone(),
+            node: node.clone(),
+            config: config.clone(),
+            max_message,
+            idle: Mutex::new(Vec::new()),
+            slots: Arc::new(Semaphore::new(config.default_pool_size)),
+            open: Arc::new(AtomicUsize::new(0)),
+            credentials: Mutex::new(cred.clone()),
+            db_limit,
+            stats: PoolStats::default(),
+        });
+        pools.insert(key, pool.clone());
+        pool
+    }
+
+    /// Every pool, in key order.
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        let mut v: Vec<Arc<Pool>> = lock(&self.pools).values().cloned().collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+
+    /// The (database, credentials) pairs in use, one per (database, user).
+    pub fn identities(&self) -> Vec<(String, Credentials)> {
+        let mut seen = HashMap::new();
+        for p in lock(&self.pools).values() {
+            let c = p.credentials();
+            seen.entry((p.key.database.clone(), c.user.clone()))
+                .and_modify(|old: &mut Credentials| {
+                    if old.scram_keys.is_none() {
+                        *old = c.clone();
+                    }
+                })
+                .or_insert(c);
+        }
+        seen.into_iter().map(|((db, _), c)| (db, c)).collect()
+    }
+
+    /// Closes every idle connection to a node (it went down or changed role).
+    pub fn close_idle(&self, node: usize) {
+        for p in self.all().into_iter().filter(|p| p.key.node == node) {
+            close_all(p.take_idle_where(|_| true));
+        }
+    }
+
+    /// Closes one idle connection to (node, database) of any user, to free a
+    /// `max_db_connections` slot for another pool.
+    fn evict_one_idle(&self, node: usize, database: &str) {
+        for p in self.all() {
+            if p.key.node == node && p.key.database == database {
+                let mut first = true;
+                let taken = p.take_idle_where(|_| std::mem::take(&mut first));
+                if !taken.is_empty() {
+                    close_all(taken);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sends Terminate to each connection in the background.
+fn close_all(conns: Vec<ServerConn>) {
+    if conns.is_empty() {
+        return;
+    }
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(async move {
+            for c in conns {
+                c.terminate().await;
+            }
+        });
+    }
+}
+
+/// How long an idle connection may stay, given the pool's settings.
+fn idle_expired(conn: &ServerConn, config: &config::Pool) -> bool {
+    conn.last_used.elapsed() >= config.server_idle_timeout
+        || conn.created.elapsed() >= config.server_lifetime
+}

@@ -1,0 +1,279 @@
+//! One server connection: connect, log in as the client's user, track the server's
+//! parameters, run simple queries for checks and resets.
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use postgres_protocol::message::frontend as fe;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::auth::{md5_response_for_server, ClientKeys, ScramClient, ScramCredential, Secret};
+use crate::protocol::backend::{parse_error_fields, parse_parameter_status, ErrorFields};
+use crate::protocol::frame::{body, next_message};
+
+/// What pgfleet logs into PostgreSQL with, for one user.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user: String,
+    /// The user's `auth_file` entry, if any.
+    pub secret: Option<Secret>,
+    /// Keys recovered from the client's SCRAM exchange (for SCRAM secrets).
+    pub scram_keys: Option<ClientKeys>,
+}
+
+/// Why a server connection could not be made or used.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The node could not be reached or the connection broke: try another node.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// PostgreSQL refused (wrong password, unknown database, too many connections...):
+    /// the client gets this error as it is.
+    #[error("server error {}: {}", .0.code, .0.message)]
+    Refused(ErrorFields),
+    /// pgfleet cannot log in with what it has for this user.
+    #[error("cannot log in to the server: {0}")]
+    Login(String),
+    #[error("server protocol error: {0}")]
+    Protocol(String),
+}
+
+/// A logged-in server connection.
+#[derive(Debug)]
+pub struct ServerConn {
+    pub stream: TcpStream,
+    /// Bytes read from the server and not consumed yet.
+    pub buf: BytesMut,
+    /// The server's ParameterStatus values, kept current.
+    pub params: Vec<(String, String)>,
+    /// The server's BackendKeyData, for cancel requests.
+    pub backend_pid: u32,
+    pub backend_key: u32,
+    pub created: Instant,
+    pub last_used: Instant,
+    /// The node generation this connection was made in.
+    pub generation: u64,
+    pub(super) _open: super::OpenGuard,
+}
+
+impl ServerConn {
+    /// Connects to `addr` and logs in to `database` as `cred.user`.
+    pub(super) async fn connect(
+        addr: &str,
+        database: &str,
+        cred: &Credentials,
+        max_message: usize,
+        open: super::OpenGuard,
+        generation: u64,
+    ) -> Result<ServerConn, ServerError> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let now = Instant::now();
+        let mut conn = ServerConn {
+            stream,
+            buf: BytesMut::with_capacity(8192),
+            params: Vec::new(),
+            backend_pid: 0,
+            backend_key: 0,
+            created: now,
+            last_used: now,
+            generation,
+            _open: open,
+        };
+        conn.login(database, cred, max_message).await?;
+        Ok(conn)
+    }
+
+    async fn login(
+        &mut self,
+        database: &str,
+        cred: &Credentials,
+        max: usize,
+    ) -> Result<(), ServerError> {
+        let mut out = BytesMut::new();
+        let params = [
+            ("user", cred.user.as_str()),
+            ("database", database),
+            ("client_encoding", "UTF8"),
+        ];
+        fe::startup_message(params.iter().copied(), &mut out)?;
+        self.stream.write_all(&out).await?;
+        let mut scram: Option<ScramClient> = None;
+        loop {
+            let msg = self.read_message(max).await?;
+            let b = body(&msg);
+            match msg[0] {
+                b'R' => {
+                    let code = b
+                        .get(..4)
+                        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+                    out.clear();
+                    match code {
+                        Some(0) => continue,
+                        Some(3) => {
+                            let Some(Secret::Plain(pw)) = &cred.secret else {
+                                return Err(login("the server asks for a cleartext password and auth_file has none"));
+                            };
+                            fe::password_message(pw.as_bytes(), &mut out)?;
+                        }
+                        Some(5) => {
+                            let salt: [u8; 4] = b
+                                .get(4..8)
+                                .and_then(|s| s.try_into().ok())
+                                .ok_or_else(|| protocol("short md5 request"))?;
+                            let secret = cred
+                                .secret
+                                .as_ref()
+                                .ok_or_else(|| login("no auth_file entry for md5"))?;
+                            let resp = md5_response_for_server(secret, &cred.user, salt)
+                                .ok_or_else(|| login("the server asks for md5 and auth_file holds a SCRAM secret"))?;
+                            fe::password_message(resp.as_bytes(), &mut out)?;
+                        }
+                        Some(10) => {
+                            let mechs = &b[4..];
+                            if !mechs.split(|&c| c == 0).any(|m| m == b"SCRAM-SHA-256") {
+                                return Err(login("the server offers no SCRAM-SHA-256"));
+                            }
+                            let credential = match (&cred.secret, &cred.scram_keys) {
+                                (Some(Secret::Plain(pw)), _) => {
+                                    ScramCredential::Password(pw.clone())
+                                }
+                                (_, Some(keys)) => ScramCredential::Keys(keys.clone()),
+                                _ => {
+                                    return Err(login(
+                                        "no plaintext password or SCRAM keys for this user",
+                                    ))
+                                }
+                            };
+                            let mut client = ScramClient::new(credential);
+                            let first = client.client_first();
+                            fe::sasl_initial_response("SCRAM-SHA-256", &first, &mut out)?;
+                            scram = Some(client);
+                        }
+                        Some(11) => {
+                            let client = scram
+                                .as_mut()
+                                .ok_or_else(|| protocol("SASLContinue before SASL"))?;
+                            let reply = client
+                                .handle_server_first(&b[4..])
+                                .map_err(|e| login(&e.to_string()))?;
+                            fe::sasl_response(&reply, &mut out)?;
+                        }
+                        Some(12) => {
+                            let client = scram
+                                .as_mut()
+                                .ok_or_else(|| protocol("SASLFinal before SASL"))?;
+                            client
+                                .handle_server_final(&b[4..])
+                                .map_err(|e| login(&e.to_string()))?;
+                            continue;
+                        }
+                        _ => {
+                            return Err(login(
+                                "the server asks for an unsupported authentication method",
+                            ))
+                        }
+                    }
+                    self.stream.write_all(&out).await?;
+                }
+                b'S' => self.record_parameter(b),
+                b'K' if b.len() == 8 => {
+                    self.backend_pid = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                    self.backend_key = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+                }
+                b'Z' => return Ok(()),
+                b'E' => return Err(refused(b)),
+                b'N' | b'v' => {}
+                other => {
+                    return Err(protocol(&format!(
+                        "unexpected message '{}' at login",
+                        char::from(other)
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Reads one whole message from the server into an owned buffer.
+    pub async fn read_message(&mut self, max: usize) -> Result<BytesMut, ServerError> {
+        loop {
+            match next_message(&self.buf, max) {
+                Ok(Some(h)) => return Ok(self.buf.split_to(h.total)),
+                Ok(None) => {}
+                Err(e) => return Err(protocol(&e.to_string())),
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    /// Records a ParameterStatus body.
+    pub fn record_parameter(&mut self, body: &[u8]) {
+        record_parameter(&mut self.params, body);
+    }
+
+    /// The server's current value of a reported parameter.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Runs `sql` with the simple protocol and waits for ReadyForQuery. Returns the
+    /// first error the server reported, if any; the connection stays usable either way
+    /// unless the result is `Err`.
+    pub async fn simple_query(
+        &mut self,
+        sql: &str,
+        max: usize,
+    ) -> Result<Option<ErrorFields>, ServerError> {
+        let mut out = BytesMut::new();
+        fe::query(sql, &mut out)?;
+        self.stream.write_all(&out).await?;
+        let mut error = None;
+        loop {
+            let msg = self.read_message(max).await?;
+            match msg[0] {
+                b'Z' => return Ok(error),
+                b'E' if error.is_none() => error = parse_error_fields(body(&msg)),
+                b'S' => self.record_parameter(body(&msg)),
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends Terminate; best effort, the connection is closed right after.
+    pub async fn terminate(mut self) {
+        let _ = self.stream.write_all(&[b'X', 0, 0, 0, 4]).await;
+    }
+}
+
+/// Records a ParameterStatus body in a list of (name, value).
+pub fn record_parameter(params: &mut Vec<(String, String)>, body: &[u8]) {
+    if let Some((name, value)) = parse_parameter_status(body) {
+        match params.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = value.to_owned(),
+            None => params.push((name.to_owned(), value.to_owned())),
+        }
+    }
+}
+
+fn login(msg: &str) -> ServerError {
+    ServerError::Login(msg.to_owned())
+}
+
+fn protocol(msg: &str) -> ServerError {
+    ServerError::Protocol(msg.to_owned())
+}
+
+fn refused(body: &[u8]) -> ServerError {
+    match parse_error_fields(body) {
+        Some(f) => ServerError::Refused(f),
+        None => protocol("malformed ErrorResponse"),
+    }
+}

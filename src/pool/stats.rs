@@ -1,0 +1,65 @@
+//! Per-pool counters, like PgBouncer's SHOW STATS totals.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Totals since the pool was created. Updated once per batch of messages.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Transactions completed (ReadyForQuery back to idle).
+    pub xacts: AtomicU64,
+    /// Queries completed (ReadyForQuery).
+    pub queries: AtomicU64,
+    /// Bytes from clients to servers.
+    pub bytes_received: AtomicU64,
+    /// Bytes from servers to clients.
+    pub bytes_sent: AtomicU64,
+    /// Time clients waited for a server connection, in microseconds.
+    pub wait_us: AtomicU64,
+    /// Checkouts (sessions started on this pool).
+    pub checkouts: AtomicU64,
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub xacts: u64,
+    pub queries: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub wait_us: u64,
+    pub checkouts: u64,
+}
+
+impl PoolStats {
+    pub(super) fn record_wait(&self, waited: Duration) {
+        let us = waited.as_micros().min(u64::MAX as u128) as u64;
+        self.wait_us.fetch_add(us, Ordering::Relaxed);
+        self.checkouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            xacts: self.xacts.load(Ordering::Relaxed),
+            queries: self.queries.load(Ordering::Relaxed),
+            bytes_received: self.bytes_received.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            wait_us: self.wait_us.load(Ordering::Relaxed),
+            checkouts: self.checkouts.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl StatsSnapshot {
+    /// The change from `earlier` to `self`.
+    pub fn since(&self, earlier: &StatsSnapshot) -> StatsSnapshot {
+        StatsSnapshot {
+            xacts: self.xacts.saturating_sub(earlier.xacts),
+            queries: self.queries.saturating_sub(earlier.queries),
+            bytes_received: self.bytes_received.saturating_sub(earlier.bytes_received),
+            bytes_sent: self.bytes_sent.saturating_sub(earlier.bytes_sent),
+            wait_us: self.wait_us.saturating_sub(earlier.wait_us),
+            checkouts: self.checkouts.saturating_sub(earlier.checkouts),
+        }
+    }
+}

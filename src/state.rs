@@ -1,0 +1,63 @@
+//! The one shared state every task gets: configuration and topology behind one
+//! `ArcSwap`, plus process-wide registries.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{watch, Semaphore};
+
+use crate::auth::{DerivedSecrets, Userlist};
+use crate::cancel::CancelRegistry;
+use crate::cluster::ClusterState;
+use crate::config::Config;
+
+/// Configuration and topology as one consistent snapshot.
+#[derive(Debug)]
+pub struct Topology {
+    pub config: Arc<Config>,
+    pub users: Arc<Userlist>,
+    pub clusters: Vec<Arc<ClusterState>>,
+}
+
+/// Shared by every task of the process.
+#[derive(Debug)]
+pub struct State {
+    /// Read once per session start; replaced whole.
+    pub current: ArcSwap<Topology>,
+    pub cancels: CancelRegistry,
+    /// `max_client_conn` permits, one per connected client.
+    pub client_slots: Arc<Semaphore>,
+    next_client_id: AtomicU32,
+    /// Salt for the mock SCRAM exchange given to unknown users.
+    pub mock_key: [u8; 32],
+    /// SCRAM secrets derived from plaintext passwords.
+    pub derived: DerivedSecrets,
+    /// Set to true to stop every listener and background task.
+    pub stop: watch::Sender<bool>,
+}
+
+impl State {
+    pub fn new(topology: Topology) -> State {
+        let max = topology.config.general.max_client_conn;
+        State {
+            current: ArcSwap::from_pointee(topology),
+            cancels: CancelRegistry::default(),
+            client_slots: Arc::new(Semaphore::new(max)),
+            next_client_id: AtomicU32::new(1),
+            mock_key: rand::random(),
+            derived: DerivedSecrets::default(),
+            stop: watch::channel(false).0,
+        }
+    }
+
+    /// A fresh client id, also the pid the client sees in BackendKeyData.
+    pub fn next_client_id(&self) -> u32 {
+        loop {
+            let id = self.next_client_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Roles and health: promotion, a killed or frozen replica, no node at all.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use pgfleet::cluster::Health;
+
+/// Opens `n` reader sessions at once and returns the ports they landed on.
+async fn reader_ports(s: &Setup, n: usize) -> Vec<u16> {
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    for _ in 0..n {
+        let c = app(s.addr("reader")).await;
+        let (in_recovery, port) = whereami(&c).await;
+        assert!(
+            in_recovery,
+            "reader session on port {port}, not in recovery"
+        );
+        ports.push(port);
+        held.push(c);
+    }
+    ports
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotion_moves_the_writer_and_the_old_primary_rejoins_as_reader() {
+    let s = setup(2, "", "", "").await;
+    let (p0, p1, p2) = (s.cluster.port(0), s.cluster.port(1), s.cluster.port(2));
+    let writer_before = app(s.addr("writer")).await;
+    assert_eq!(whereami(&writer_before).await.1, p0);
+
+    blocking(|| s.cluster.promote(1)).unwrap();
+    let promoted = Instant::now();
+    let main = s.main();
+    wait_for(
+        "the writer follows the promotion",
+        Duration::from_secs(3),
+        || main.writer().is_some_and(|w| w.index == 1),
+    )
+    .await;
+    println!("writer followed the promotion in {:?}", promoted.elapsed());
+    // Node 0 still runs, out of recovery, but the writer endpoint never picks it again.
+    for _ in 0..6 {
+        let c = app(s.addr("writer")).await;
+        assert_eq!(whereami(&c).await, (false, p1));
+        c.batch_execute("create table if not exists after_promotion(i int)")
+            .await
+            .unwrap();
+    }
+    let ports: HashSet<u16> = reader_ports(&s, 6).await.into_iter().collect();
+    assert_eq!(
+        ports,
+        HashSet::from([p2]),
+        "the promoted node left the readers"
+    );
+
+    // The old primary comes back as a replica of the new one and takes reader sessions.
+    blocking(|| s.cluster.rebuild_as_replica(0)).unwrap();
+    wait_for(
+        "the old primary is a healthy replica",
+        Duration::from_secs(10),
+        || {
+            main.nodes[0].role() == pgfleet::cluster::NodeRole::Replica
+                && main.nodes[0].health() == Health::Up
+        },
+    )
+    .await;
+    let ports: HashSet<u16> = reader_ports(&s, 6).await.into_iter().collect();
+    assert_eq!(ports, HashSet::from([p0, p2]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_replica_sessions_go_to_the_other_at_once() {
+    let s = setup(2, "", "", "").await;
+    let (p1, p2) = (s.cluster.port(1), s.cluster.port(2));
+    blocking(|| s.cluster.kill(1)).unwrap();
+    let killed = Instant::now();
+    // No client error, even before the health check notices: a refused connect takes
+    // the node out and the session goes to the other replica.
+    let ports = reader_ports(&s, 8).await;
+    assert!(ports.iter().all(|&p| p == p2), "{ports:?}");
+    let main = s.main();
+    wait_for("the killed node is down", Duration::from_secs(2), || {
+        main.nodes[1].health() == Health::Down
+    })
+    .await;
+    println!("killed node down after {:?}", killed.elapsed());
+
+    blocking(|| s.cluster.start_node(1)).unwrap();
+    wait_for(
+        "the restarted node is up again",
+        Duration::from_secs(10),
+        || main.nodes[1].health() == Health::Up,
+    )
+    .await;
+    let ports: HashSet<u16> = reader_ports(&s, 6).await.into_iter().collect();
+    assert_eq!(ports, HashSet::from([p1, p2]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_replica_is_taken_out_by_the_health_timeout() {
+    let s = setup(2, "", "", "").await;
+    let p2 = s.cluster.port(2);
+    let main = s.main();
+    blocking(|| s.cluster.pause(1)).unwrap();
+    let paused = Instant::now();
+    wait_for("the frozen node is down", Duration::from_secs(4), || {
+        main.nodes[1].health() == Health::Down
+    })
+    .await;
+    println!("frozen node down after {:?}", paused.elapsed());
+    let ports = reader_ports(&s, 4).await;
+    assert!(ports.iter().all(|&p| p == p2), "{ports:?}");
+    blocking(|| s.cluster.resume(1)).unwrap();
+    wait_for("the resumed node is up", Duration::from_secs(10), || {
+        main.nodes[1].health() == Health::Up
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_fitting_node_is_a_clear_error_not_a_hang() {
+    let s = setup(1, "", "", "query_wait_timeout = \"1s\"").await;
+    blocking(|| s.cluster.stop(1)).unwrap();
+    let main = s.main();
+    wait_for("the replica is down", Duration::from_secs(3), || {
+        main.nodes[1].health() == Health::Down
+    })
+    .await;
+    let started = Instant::now();
+    let e = connect(s.addr("reader"), "app", "app").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "57P03", "{e}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    // The writer is unaffected, and a waiting reader gets in once a replica is back.
+    whereami(&app(s.addr("writer")).await).await;
+    blocking(|| s.cluster.start_node(1)).unwrap();
+    wait_for("the replica is back", Duration::from_secs(10), || {
+        main.nodes[1].health() == Health::Up
+    })
+    .await;
+    assert!(whereami(&app(s.addr("reader")).await).await.0);
+}
