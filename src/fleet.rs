@@ -74,9 +74,22 @@ impl Fleet {
         Ok(Fleet { state, endpoints })
     }
 
-    /// Stops listening and ends every session and background task.
+    /// Stops listening and ends every session (each client gets `57P01`) and
+    /// background task.
     pub fn stop(&self) {
         self.state.stop.send_replace(true);
+    }
+
+    /// Waits until every client connection has ended, at most `grace`; returns whether
+    /// they all did.
+    pub async fn wait_clients_gone(&self, grace: std::time::Duration) -> bool {
+        let all = self.state.current.load().config.general.max_client_conn;
+        let all = u32::try_from(all).unwrap_or(u32::MAX);
+        let slots = self.state.client_slots.clone();
+        matches!(
+            tokio::time::timeout(grace, slots.acquire_many_owned(all)).await,
+            Ok(Ok(_))
+        )
     }
 }
 

@@ -92,6 +92,12 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
             _ = term.recv() => tracing::info!("SIGTERM: stopping"),
         }
         fleet.stop();
+        if !fleet
+            .wait_clients_gone(std::time::Duration::from_secs(5))
+            .await
+        {
+            tracing::warn!("some clients were still connected after 5s");
+        }
         Ok(())
     })
 }

@@ -68,8 +68,47 @@ async fn promotion_moves_the_writer_and_the_old_primary_rejoins_as_reader() {
         },
     )
     .await;
+    // Node 2 followed node 0; rebuilt from the new primary, it serves again too.
+    blocking(|| s.cluster.rebuild_as_replica(2)).unwrap();
+    wait_for(
+        "the rebuilt replica is back",
+        Duration::from_secs(10),
+        || main.fits(&main.nodes[2], pgfleet::config::Role::Replica),
+    )
+    .await;
     let ports: HashSet<u16> = reader_ports(&s, 6).await.into_iter().collect();
     assert_eq!(ports, HashSet::from([p0, p2]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphaned_replica_serves_until_another_primary_exists() {
+    let s = setup(2, "", "max_lag = \"1s\"", "query_wait_timeout = \"1s\"").await;
+    let main = s.main();
+    blocking(|| s.cluster.kill(0)).unwrap();
+    wait_for(
+        "the replicas see they receive nothing",
+        Duration::from_secs(5),
+        || main.nodes[1].orphaned() && main.nodes[2].orphaned(),
+    )
+    .await;
+    // No primary at all: the replicas are the freshest data there is; reads go on,
+    // also well past max_lag.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        main.nodes[2].lagging(),
+        "lag is still measured: {:?}",
+        main.nodes[2].lag()
+    );
+    assert!(whereami(&app(s.addr("reader")).await).await.0);
+    // Node 1 is promoted: node 2, still following the dead node 0, is stale now.
+    blocking(|| s.cluster.promote(1)).unwrap();
+    wait_for("node 1 is the writer", Duration::from_secs(3), || {
+        main.writer().is_some_and(|w| w.index == 1)
+    })
+    .await;
+    let e = connect(s.addr("reader"), "app", "app").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "57P03", "no replica fits: {e}");
+    assert!(!whereami(&app(s.addr("writer")).await).await.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

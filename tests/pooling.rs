@@ -201,3 +201,42 @@ async fn client_leaving_inside_a_transaction_is_rolled_back() {
         "the connection left mid-query is not reused"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_idle_timeout_closes_idle_connections() {
+    let s = setup(1, "", "", "server_idle_timeout = \"1s\"").await;
+    drop(app(s.addr("writer")).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app_backends(&s, 0).await,
+        1,
+        "the released connection stays pooled"
+    );
+    let mut n = 1;
+    for _ in 0..40 {
+        n = app_backends(&s, 0).await;
+        if n == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(n, 0, "closed after server_idle_timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_db_connections_is_shared_by_the_users_of_a_database() {
+    let pool = "max_db_connections = 1\nquery_wait_timeout = \"1s\"";
+    let s = setup(1, "auth_type = \"md5\"", "", pool).await;
+    let writer = s.addr("writer");
+    let held = app(writer).await;
+    let e = connect(writer, "app_md5", "app_md5").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "57P03", "{e}");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // app's idle connection is closed to make room for app_md5's.
+    let c = connect(writer, "app_md5", "app_md5")
+        .await
+        .expect("room after eviction");
+    whereami(&c).await;
+    assert_eq!(app_backends(&s, 0).await, 0);
+}

@@ -159,3 +159,89 @@ async fn oversized_query_in_a_session_ends_only_that_session() {
     assert_eq!(error_code(&got), "08P01");
     assert!(whereami(&bystander).await.0);
 }
+
+/// Logs in as trustuser over a raw socket and reads up to ReadyForQuery.
+async fn raw_session(addr: SocketAddr) -> TcpStream {
+    let mut sock = TcpStream::connect(addr).await.unwrap();
+    sock.write_all(&startup(&[("user", "trustuser"), ("database", "app")]))
+        .await
+        .unwrap();
+    read_until(&mut sock, &[b'Z', 0, 0, 0, 5, b'I']).await;
+    sock
+}
+
+/// Reads until `marker` has arrived; returns everything read.
+async fn read_until(sock: &mut TcpStream, marker: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    while !buf.windows(marker.len()).any(|w| w == marker) {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut chunk))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed before {marker:?}: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    buf
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_an_unsynced_batch_never_dirties_the_next_one() {
+    use postgres_protocol::message::frontend as fe;
+    // No reset query: only the pump's own tracking keeps the next client safe.
+    let pool = "default_pool_size = 1\nserver_reset_query = \"\"";
+    let s = setup(1, "auth_type = \"trust\"", "", pool).await;
+    let addr = s.addr("writer");
+    let c = connect(addr, "trustuser", "").await.unwrap();
+    c.batch_execute("create table unsynced(v text)")
+        .await
+        .unwrap();
+    let pid: i32 = c
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Parse/Bind/Execute + Flush, no Sync: the insert runs in an implicit transaction.
+    let mut sock = raw_session(addr).await;
+    let mut out = BytesMut::new();
+    fe::parse(
+        "",
+        "insert into unsynced values ('secret of A') returning v",
+        [],
+        &mut out,
+    )
+    .unwrap();
+    fe::bind(
+        "",
+        "",
+        [],
+        [] as [Option<&[u8]>; 0],
+        |_, _| unreachable!(),
+        [],
+        &mut out,
+    )
+    .map_err(|_| "bind")
+    .unwrap();
+    fe::execute("", 0, &mut out).unwrap();
+    fe::flush(&mut out);
+    sock.write_all(&out).await.unwrap();
+    read_until(&mut sock, b"INSERT 0 1").await;
+    drop(sock);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let c = connect(addr, "trustuser", "").await.unwrap();
+    let rows = c.query("select v from unsynced", &[]).await.unwrap();
+    assert!(
+        rows.is_empty(),
+        "A's unsynced insert was committed or leaked"
+    );
+    let next: i32 = c
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(next, pid, "the unsynced connection was closed, not reused");
+}

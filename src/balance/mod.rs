@@ -10,55 +10,52 @@ use crate::config::Balance;
 
 /// Picks a node for a new session on `endpoint`, or `None` if no node fits now.
 ///
-/// `leastconn` takes the node with the fewest sessions in use through this endpoint;
-/// among equals it goes round-robin, starting after the node it picked last. O(nodes),
-/// no lock: the counts are atomics read once each.
+/// `leastconn` takes the node with the fewest sessions in use through this endpoint,
+/// then the fewest over all endpoints (they share the pools); among equals it goes
+/// round-robin. `roundrobin` goes round the nodes that fit. O(nodes), no lock: the
+/// counts are atomics.
 pub fn pick(cluster: &ClusterState, endpoint: &EndpointState) -> Option<Arc<Node>> {
     let role = endpoint.config.role;
-    let nodes = &cluster.nodes;
-    let n = nodes.len();
-    if n == 0 {
-        return None;
-    }
-    let fits = |node: &Node| cluster.fits(node, role);
-    match endpoint.config.balance {
+    let fitting = || cluster.nodes.iter().filter(move |n| cluster.fits(n, role));
+    let chosen = match endpoint.config.balance {
         Balance::Leastconn => {
-            let start = endpoint.cursor.fetch_add(1, Ordering::Relaxed);
-            let mut best: Option<(&Arc<Node>, usize)> = None;
-            for k in 0..n {
-                let node = &nodes[(start + k) % n];
-                if !fits(node) {
-                    continue;
-                }
-                let load = node.sessions(endpoint.index);
-                if best.is_none_or(|(_, b)| load < b) {
-                    best = Some((node, load));
+            let load = |n: &Node| (n.sessions(endpoint.index), n.total_sessions());
+            let (mut best, mut ties) = (None, 0usize);
+            for node in fitting() {
+                let l = load(node);
+                match best {
+                    Some(b) if l > b => {}
+                    Some(b) if l == b => ties += 1,
+                    _ => (best, ties) = (Some(l), 1),
                 }
             }
-            best.map(|(node, _)| node.clone())
+            let best = best?;
+            let k = endpoint.cursor.fetch_add(1, Ordering::Relaxed) % ties;
+            fitting().filter(|n| load(n) == best).nth(k)
         }
         Balance::Roundrobin => {
-            let start = endpoint.cursor.fetch_add(1, Ordering::Relaxed);
-            (0..n)
-                .map(|k| &nodes[(start + k) % n])
-                .find(|node| fits(node))
-                .cloned()
-        }
-        Balance::Random => {
-            let candidates: Vec<&Arc<Node>> = nodes.iter().filter(|n| fits(n)).collect();
-            if candidates.is_empty() {
+            let count = fitting().count();
+            if count == 0 {
                 return None;
             }
-            let i = rand::thread_rng().gen_range(0..candidates.len());
-            Some(candidates[i].clone())
+            let k = endpoint.cursor.fetch_add(1, Ordering::Relaxed) % count;
+            fitting().nth(k)
         }
-    }
+        Balance::Random => {
+            let count = fitting().count();
+            if count == 0 {
+                return None;
+            }
+            fitting().nth(rand::thread_rng().gen_range(0..count))
+        }
+    };
+    // Loads and health may move between the two passes: then take any node that fits.
+    chosen.or_else(|| fitting().next()).cloned()
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
-    use std::time::Duration;
 
     use super::*;
     use crate::cluster::{Health, NodeRole, SessionSlot};
@@ -75,6 +72,9 @@ balance = "{balance}"
 [clusters.c.endpoints.writer]
 listen = "127.0.0.1:0"
 role = "primary"
+[clusters.c.endpoints.any]
+listen = "127.0.0.1:0"
+role = "any"
 "#
         );
         let config: Config = toml::from_str(&text).unwrap();
@@ -87,6 +87,7 @@ role = "primary"
             c.nodes[i].set_health(Health::Up);
         }
         c.nodes[0].set_primary_since(c.next_promotion());
+        c.observe_primary(&c.nodes[0], 1);
         c
     }
 
@@ -118,6 +119,30 @@ role = "primary"
     }
 
     #[test]
+    fn short_sessions_alternate_exactly() {
+        // Every pick is a tie at load 0; the primary in the list must not skew the turn.
+        let c = cluster("leastconn");
+        let reader = endpoint(&c, "reader");
+        let mut seen = HashMap::new();
+        for _ in 0..300 {
+            *seen.entry(pick(&c, reader).unwrap().index).or_insert(0) += 1;
+        }
+        assert_eq!(seen, HashMap::from([(1, 150), (2, 150)]));
+    }
+
+    #[test]
+    fn leastconn_counts_the_pools_shared_with_other_endpoints() {
+        let c = cluster("leastconn");
+        let (reader, any) = (endpoint(&c, "reader"), endpoint(&c, "any"));
+        let _held: Vec<SessionSlot> = (0..3)
+            .map(|_| SessionSlot::new(c.nodes[1].clone(), any.index))
+            .collect();
+        for _ in 0..4 {
+            assert_eq!(pick(&c, reader).map(|n| n.index), Some(2));
+        }
+    }
+
+    #[test]
     fn roles_health_and_lag_decide_who_fits() {
         let c = cluster("roundrobin");
         let (reader, writer) = (endpoint(&c, "reader"), endpoint(&c, "writer"));
@@ -127,12 +152,21 @@ role = "primary"
         }
         c.nodes[1].set_health(Health::Down);
         assert_eq!(pick(&c, reader).map(|n| n.index), Some(2));
-        c.nodes[2].set_lag(Duration::from_secs(60));
+        c.nodes[2].set_lagging(true);
         assert!(pick(&c, reader).is_none(), "a replica past max_lag is out");
-        // Node 2 is promoted while node 0 still runs out of recovery: the writer moves.
+        // Node 2 is promoted while node 0 still runs out of recovery: the writer moves,
+        // and does not go back to node 0 while node 2 is down.
         c.nodes[2].set_role(NodeRole::Primary);
         c.nodes[2].set_primary_since(c.next_promotion());
+        c.observe_primary(&c.nodes[2], 2);
         assert_eq!(pick(&c, writer).map(|n| n.index), Some(2));
+        c.nodes[2].set_health(Health::Down);
+        assert!(pick(&c, writer).is_none());
+        let any = endpoint(&c, "any");
+        assert!(
+            pick(&c, any).is_none(),
+            "the fenced old primary takes no session"
+        );
     }
 
     #[test]
@@ -145,7 +179,10 @@ role = "primary"
                 *seen.entry(pick(&c, reader).unwrap().index).or_insert(0) += 1;
             }
             assert_eq!(seen.len(), 2, "{balance}: {seen:?}");
-            assert!(seen.values().all(|&n| n > 50), "{balance}: {seen:?}");
+            assert!(seen.values().all(|&n| n > 70), "{balance}: {seen:?}");
+            if balance == "roundrobin" {
+                assert_eq!(seen[&1], seen[&2], "an exact alternation: {seen:?}");
+            }
         }
     }
 }

@@ -4,25 +4,43 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, timeout_at, Instant};
 use tracing::{info, warn};
 
 use super::{ClusterState, Health, Node, NodeRole};
 
-/// Role and lag in one round trip. The lag counts only while the replica has received
-/// WAL it has not replayed yet, so an idle primary does not make its replicas look late.
-const PROBE: &str = "select pg_is_in_recovery(), \
+/// Role, WAL receiver state, lag and (for a primary) timeline in one round trip.
+///
+/// The lag of a streaming replica counts only while it has received WAL it has not
+/// replayed yet, so an idle primary does not make its replicas look late. A replica
+/// whose WAL receiver is not streaming (its primary is gone, or it cannot follow the
+/// new timeline) is as late as the last time it heard from a primary. The receiver's
+/// `status` needs `pg_read_all_stats` (`pg_monitor`); without it the receiver's pid
+/// tells whether one runs.
+const PROBE: &str = "with r as (select coalesce((select coalesce(status = 'streaming', pid is not null) \
+                                         from pg_stat_wal_receiver), false) as streaming) \
+    select pg_is_in_recovery(), r.streaming, \
     case when not pg_is_in_recovery() then 0::float8 \
+         when not r.streaming \
+           then coalesce(extract(epoch from now() - greatest( \
+                  (select last_msg_receipt_time from pg_stat_wal_receiver), \
+                  pg_last_xact_replay_timestamp())), 1e9)::float8 \
          when pg_last_wal_receive_lsn() is not distinct from pg_last_wal_replay_lsn() then 0::float8 \
-         else coalesce(extract(epoch from now() - pg_last_xact_replay_timestamp()), 0)::float8 end";
+         else coalesce(extract(epoch from now() - pg_last_xact_replay_timestamp()), 0)::float8 end, \
+    case when pg_is_in_recovery() then 0::int8 \
+         else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 end \
+    from r";
 
 /// What one check found.
 #[derive(Debug)]
 enum Probe {
     Ok {
         in_recovery: bool,
+        streaming: bool,
         lag: Duration,
+        timeline: u64,
     },
     /// Connect refused or timed out: the node goes down at once.
     Unreachable(String),
@@ -57,7 +75,7 @@ async fn check_loop(
     let mut streak = HealthStreak::default();
     loop {
         let started = Instant::now();
-        let probe = probe(&pg, c.health_timeout).await;
+        let probe = probe(&node.addr, &pg, c.health_timeout).await;
         if streak.apply(&cluster, &node, probe) {
             cluster.changed.notify_waiters();
         }
@@ -87,19 +105,35 @@ fn pg_config(
     Some(pg)
 }
 
-async fn probe(pg: &tokio_postgres::Config, limit: Duration) -> Probe {
+/// One check within `limit`. Only a refused or timed-out TCP connect is `Unreachable`:
+/// a server that accepts the connection but is slow to log in or answer (a saturated
+/// machine, a frozen process) fails the check and counts towards `fall`.
+async fn probe(addr: &str, pg: &tokio_postgres::Config, limit: Duration) -> Probe {
+    let deadline = Instant::now() + limit;
+    let stream = match timeout_at(deadline, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Probe::Unreachable(e.to_string()),
+        Err(_) => return Probe::Unreachable(format!("connect timed out after {limit:?}")),
+    };
+    let _ = stream.set_nodelay(true);
     let run = async {
-        let (client, conn) = match pg.connect(tokio_postgres::NoTls).await {
+        let (client, conn) = match pg.connect_raw(stream, tokio_postgres::NoTls).await {
             Ok(c) => c,
-            Err(e) if e.as_db_error().is_some() => return Probe::Failed(e.to_string()),
-            Err(e) => return Probe::Unreachable(e.to_string()),
+            Err(e) => return Probe::Failed(e.to_string()),
         };
         let conn = tokio::spawn(conn);
         let probe = match client.query_one(PROBE, &[]).await {
-            Ok(row) => match (row.try_get::<_, bool>(0), row.try_get::<_, f64>(1)) {
-                (Ok(in_recovery), Ok(lag)) => Probe::Ok {
+            Ok(row) => match (
+                row.try_get(0),
+                row.try_get(1),
+                row.try_get::<_, f64>(2),
+                row.try_get::<_, i64>(3),
+            ) {
+                (Ok(in_recovery), Ok(streaming), Ok(lag), Ok(timeline)) => Probe::Ok {
                     in_recovery,
+                    streaming,
                     lag: Duration::try_from_secs_f64(lag.max(0.0)).unwrap_or(Duration::MAX),
+                    timeline: timeline.max(0) as u64,
                 },
                 _ => Probe::Failed("unexpected answer to the health query".into()),
             },
@@ -109,9 +143,9 @@ async fn probe(pg: &tokio_postgres::Config, limit: Duration) -> Probe {
         let _ = conn.await;
         probe
     };
-    timeout(limit, run)
+    timeout_at(deadline, run)
         .await
-        .unwrap_or_else(|_| Probe::Unreachable(format!("no answer within {limit:?}")))
+        .unwrap_or_else(|_| Probe::Failed(format!("no answer within {limit:?}")))
 }
 
 /// Consecutive results, for rise/fall.
@@ -119,6 +153,8 @@ async fn probe(pg: &tokio_postgres::Config, limit: Duration) -> Probe {
 struct HealthStreak {
     passed: u32,
     failed: u32,
+    /// Checks in a row that found the replica beyond `max_lag`.
+    late: u32,
 }
 
 impl HealthStreak {
@@ -126,21 +162,29 @@ impl HealthStreak {
     fn apply(&mut self, cluster: &ClusterState, node: &Node, probe: Probe) -> bool {
         let (name, rise, fall) = (&cluster.name, cluster.config.rise, cluster.config.fall);
         match probe {
-            Probe::Ok { in_recovery, lag } => {
+            Probe::Ok {
+                in_recovery,
+                streaming,
+                lag,
+                timeline,
+            } => {
                 self.failed = 0;
-                node.set_lag(lag);
+                node.set_orphaned(in_recovery && !streaming);
                 let role = if in_recovery {
                     NodeRole::Replica
                 } else {
                     NodeRole::Primary
                 };
-                let mut changed = false;
+                let mut changed = self.apply_lag(cluster, node, lag);
                 if node.set_role(role) {
                     if role == NodeRole::Primary {
                         node.set_primary_since(cluster.next_promotion());
                     }
-                    info!(cluster = %name, node = %node.addr, role = role.as_str(), "node role");
+                    info!(cluster = %name, node = %node.addr, role = role.as_str(), timeline, "node role");
                     changed = true;
+                }
+                if role == NodeRole::Primary {
+                    changed |= cluster.observe_primary(node, timeline);
                 }
                 let up = match node.health() {
                     Health::Up => false,
@@ -172,6 +216,31 @@ impl HealthStreak {
                 }
             }
         }
+    }
+}
+
+impl HealthStreak {
+    /// Records the lag; two checks in a row beyond `max_lag` take a replica out of the
+    /// reader set, one check within it brings it back. Returns true on a change.
+    fn apply_lag(&mut self, cluster: &ClusterState, node: &Node, lag: Duration) -> bool {
+        node.set_lag(lag);
+        let late = lag > cluster.config.max_lag;
+        self.late = if late { self.late + 1 } else { 0 };
+        let lagging = if late {
+            self.late >= 2 || node.lagging()
+        } else {
+            false
+        };
+        let changed = node.set_lagging(lagging);
+        if changed {
+            let state = if lagging {
+                "beyond max_lag: out of the readers"
+            } else {
+                "within max_lag again"
+            };
+            info!(cluster = %cluster.name, node = %node.addr, lag_ms = lag.as_millis() as u64, "replica {state}");
+        }
+        changed
     }
 }
 

@@ -26,6 +26,8 @@ pub struct ClusterState {
     pub changed: Notify,
     /// Counts promotions seen, to order nodes that became primary.
     promotion_clock: AtomicU64,
+    /// The highest timeline seen on a primary: only a primary on it may be the writer.
+    writer_timeline: AtomicU64,
 }
 
 /// An endpoint at run time.
@@ -66,34 +68,63 @@ impl ClusterState {
             pools: PoolSet::default(),
             changed: Notify::new(),
             promotion_clock: AtomicU64::new(0),
+            writer_timeline: AtomicU64::new(0),
         }
     }
 
     /// Whether `node` may take new sessions of an endpoint with `role`.
     ///
-    /// For `primary` that is the healthy node not in recovery that became primary last:
-    /// after a promotion the old primary may still run, out of recovery, until it is
-    /// stopped or rebuilt, and must not take writes.
+    /// A node out of recovery fits `primary` and `any` only if it is the writer: after a
+    /// promotion the old primary may still run, out of recovery, until it is stopped or
+    /// rebuilt, and must take no session at all.
+    ///
+    /// A replica beyond `max_lag` is out, except one that receives no WAL while there is
+    /// no writer: when the primary is gone and nothing was promoted, the replicas are as
+    /// fresh as anything there is, and reads go on.
     pub fn fits(&self, node: &Node, role: Role) -> bool {
         if node.health() != Health::Up {
             return false;
         }
         match (role, node.role()) {
-            (Role::Replica, NodeRole::Replica) => node.lag() <= self.config.max_lag,
-            (Role::Primary, NodeRole::Primary) => {
+            (Role::Replica | Role::Any, NodeRole::Replica) => {
+                !node.lagging() || (node.orphaned() && self.writer().is_none())
+            }
+            (Role::Primary | Role::Any, NodeRole::Primary) => {
                 self.writer().is_some_and(|w| w.index == node.index)
             }
-            (Role::Any, NodeRole::Replica | NodeRole::Primary) => true,
             _ => false,
         }
     }
 
-    /// The current writer: the healthy primary that was promoted last.
+    /// The current writer: the healthy primary on the newest timeline (of two on the same
+    /// timeline, the one seen becoming primary last). While the newest primary is down
+    /// there is no writer: an older primary is never used again.
     pub fn writer(&self) -> Option<&Arc<Node>> {
+        let timeline = self.writer_timeline.load(Ordering::Acquire);
         self.nodes
             .iter()
             .filter(|n| n.health() == Health::Up && n.role() == NodeRole::Primary)
+            .filter(|n| n.timeline() == timeline)
             .max_by_key(|n| n.primary_since())
+    }
+
+    /// Records the timeline a primary writes on. A newer timeline than any seen before
+    /// fences the primaries on older ones: their pooled connections are closed. Returns
+    /// true when the writer may have changed.
+    pub(crate) fn observe_primary(&self, node: &Node, timeline: u64) -> bool {
+        let changed = node.timeline() != timeline;
+        node.set_timeline(timeline);
+        let before = self.writer_timeline.fetch_max(timeline, Ordering::AcqRel);
+        if timeline > before {
+            for other in &self.nodes {
+                if other.index != node.index && other.role() == NodeRole::Primary {
+                    other.new_generation();
+                    self.pools.close_idle(other.index);
+                }
+            }
+            return true;
+        }
+        changed
     }
 
     /// Ticks the promotion clock.

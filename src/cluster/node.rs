@@ -2,7 +2,7 @@
 //! checker last saw them, and its load per endpoint. Everything is atomics, read on
 //! every session start without a lock.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// What the last checks said about a node's role.
@@ -76,6 +76,12 @@ pub struct Node {
     /// in an older generation are never handed out again.
     generation: AtomicU64,
     lag_ms: AtomicU64,
+    /// Behind by more than `max_lag` on two checks in a row.
+    lagging: AtomicBool,
+    /// In recovery with no WAL receiver streaming.
+    orphaned: AtomicBool,
+    /// The timeline a primary writes on (0 for replicas and unchecked nodes).
+    timeline: AtomicU64,
     /// When this node last became primary, on the cluster's promotion clock: of two
     /// nodes not in recovery, the later one is the writer.
     primary_since: AtomicU64,
@@ -92,6 +98,9 @@ impl Node {
             role: AtomicU8::new(NodeRole::Unknown as u8),
             generation: AtomicU64::new(0),
             lag_ms: AtomicU64::new(0),
+            lagging: AtomicBool::new(false),
+            orphaned: AtomicBool::new(false),
+            timeline: AtomicU64::new(0),
             primary_since: AtomicU64::new(0),
             sessions: (0..endpoints).map(|_| AtomicUsize::new(0)).collect(),
         }
@@ -111,6 +120,39 @@ impl Node {
 
     pub fn lag(&self) -> Duration {
         Duration::from_millis(self.lag_ms.load(Ordering::Relaxed))
+    }
+
+    /// Whether the node is out of the reader set for replication lag.
+    pub fn lagging(&self) -> bool {
+        self.lagging.load(Ordering::Acquire)
+    }
+
+    /// Records the lag state; returns true when it changed.
+    pub(crate) fn set_lagging(&self, lagging: bool) -> bool {
+        self.lagging.swap(lagging, Ordering::AcqRel) != lagging
+    }
+
+    /// Whether the node is a replica that receives no WAL.
+    pub fn orphaned(&self) -> bool {
+        self.orphaned.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_orphaned(&self, orphaned: bool) {
+        self.orphaned.store(orphaned, Ordering::Release);
+    }
+
+    /// The timeline this node writes on, if it is a primary.
+    pub fn timeline(&self) -> u64 {
+        self.timeline.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_timeline(&self, timeline: u64) {
+        self.timeline.store(timeline, Ordering::Release);
+    }
+
+    /// Starts a new generation: pooled connections made before are closed, not reused.
+    pub(crate) fn new_generation(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn primary_since(&self) -> u64 {

@@ -112,6 +112,25 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     Ok(merged)
 }
 
+/// The longest duration any setting takes (deadlines computed from it must not overflow).
+const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+/// `host:port`, with an IPv6 address in brackets (`[::1]:5432`).
+fn check_host(h: &str) -> Result<(), String> {
+    let Some((host, port)) = h.rsplit_once(':') else {
+        return Err(format!("\"{h}\" is not host:port"));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("\"{h}\" is not host:port"));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(format!(
+            "\"{h}\": write an IPv6 address in brackets, as [::1]:5432"
+        ));
+    }
+    Ok(())
+}
+
 fn invalid(path: &Path, key: &str, message: &str) -> ConfigError {
     ConfigError::Invalid {
         path: path.into(),
@@ -139,6 +158,14 @@ pub fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
             "must be at least 1024",
         ));
     }
+    for (k, d) in [
+        ("general.client_login_timeout", g.client_login_timeout),
+        ("general.stats_period", g.stats_period),
+    ] {
+        if d > MAX_DURATION {
+            return Err(invalid(gfile, k, "must be at most 365 days"));
+        }
+    }
     if config.clusters.is_empty() {
         return Err(invalid(gfile, "clusters", "no cluster is defined"));
     }
@@ -157,13 +184,28 @@ pub fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
         if c.hosts.is_empty() {
             return Err(invalid(file, &key("hosts"), "needs at least one host:port"));
         }
-        for h in &c.hosts {
-            let ok = h
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            if !ok {
-                let msg = format!("\"{h}\" is not host:port");
+        for (i, h) in c.hosts.iter().enumerate() {
+            if let Err(msg) = check_host(h) {
                 return Err(invalid(file, &key("hosts"), &msg));
+            }
+            if c.hosts[..i].contains(h) {
+                let msg = format!("\"{h}\" is listed twice");
+                return Err(invalid(file, &key("hosts"), &msg));
+            }
+        }
+        let p = &c.pool;
+        for (k, d) in [
+            ("health_interval", c.health_interval),
+            ("health_timeout", c.health_timeout),
+            ("max_lag", c.max_lag),
+            ("pool.server_lifetime", p.server_lifetime),
+            ("pool.server_idle_timeout", p.server_idle_timeout),
+            ("pool.server_check_delay", p.server_check_delay),
+            ("pool.server_connect_timeout", p.server_connect_timeout),
+            ("pool.query_wait_timeout", p.query_wait_timeout),
+        ] {
+            if d > MAX_DURATION {
+                return Err(invalid(file, &key(k), "must be at most 365 days"));
             }
         }
         if c.rise == 0 || c.fall == 0 {
@@ -173,7 +215,6 @@ pub fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
             let msg = "must be longer than 0s";
             return Err(invalid(file, &key("health_interval/health_timeout"), msg));
         }
-        let p = &c.pool;
         if p.pool_mode == PoolMode::Transaction {
             let msg = "\"transaction\" is not supported by this version; use \"session\"";
             return Err(invalid(file, &key("pool.pool_mode"), msg));
@@ -276,6 +317,32 @@ role = "replica"
         );
         let e = load(&p).unwrap_err().to_string();
         assert!(e.contains("soon"), "{e}");
+        let text =
+            format!("{CLUSTER}\n[clusters.main.pool]\nquery_wait_timeout = \"5000000000s\"\n");
+        let p = write(dir.path(), "d.toml", &text);
+        let e = load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("query_wait_timeout") && e.contains("365 days"),
+            "{e}"
+        );
+        let p = write(
+            dir.path(),
+            "e.toml",
+            &CLUSTER.replace("127.0.0.1:5433", "::1:5433"),
+        );
+        assert!(load(&p).unwrap_err().to_string().contains("brackets"));
+        let p = write(
+            dir.path(),
+            "f.toml",
+            &CLUSTER.replace("127.0.0.1:5433", "[::1]:5433"),
+        );
+        load(&p).unwrap();
+        let p = write(
+            dir.path(),
+            "g.toml",
+            &CLUSTER.replace("127.0.0.1:5433", "127.0.0.1:5432"),
+        );
+        assert!(load(&p).unwrap_err().to_string().contains("twice"));
     }
 
     #[test]

@@ -7,6 +7,10 @@ use tokio::net::TcpStream;
 use super::error::ClientError;
 use crate::protocol::{next_message, parse_startup, StartupPacket};
 
+/// The largest message accepted before the client is authenticated (PostgreSQL's
+/// limit for authentication messages).
+pub const LOGIN_MAX_MESSAGE: usize = 65_535;
+
 /// A client connection: the socket, bytes read but not consumed, bytes to send.
 #[derive(Debug)]
 pub struct ClientConn {
@@ -17,12 +21,14 @@ pub struct ClientConn {
 }
 
 impl ClientConn {
-    pub fn new(stream: TcpStream, max_message: usize) -> ClientConn {
+    /// A connection in its login phase: messages are limited to `LOGIN_MAX_MESSAGE`
+    /// until `max_message` is raised after authentication.
+    pub fn new(stream: TcpStream) -> ClientConn {
         ClientConn {
             stream,
             buf: BytesMut::with_capacity(8192),
             out: BytesMut::with_capacity(1024),
-            max_message,
+            max_message: LOGIN_MAX_MESSAGE,
         }
     }
 

@@ -65,7 +65,7 @@ async fn handle_client(
     let _ = stream.set_nodelay(true);
     let topology = state.current.load_full();
     let general = &topology.config.general;
-    let mut conn = ClientConn::new(stream, general.max_message_size);
+    let mut conn = ClientConn::new(stream);
     let slot = state.client_slots.clone().try_acquire_owned();
     let stop = state.stop.subscribe();
 
@@ -105,6 +105,7 @@ async fn handle_client(
         }
     };
     let (params, cred) = login;
+    conn.max_message = general.max_message_size;
     let span = tracing::info_span!("session", user = %params.user, db = %params.database);
     let key: u32 = rand::random();
     state.cancels.register(id, key);

@@ -2,9 +2,9 @@
 //! connection, one write per batch, straight from the read buffers (no copy, no
 //! allocation per message), and keeps track of where the server is in the protocol.
 
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 
-use bytes::Buf;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::pool::{record_parameter, PooledConn, Release};
@@ -28,11 +28,14 @@ pub enum PumpEnd {
     ServerProtocol(ProtocolError),
 }
 
-/// Where the server is: ReadyForQuery messages still expected and the last status.
+/// Where the server is: ReadyForQuery messages still expected, the last status, and
+/// whether extended-protocol messages were sent since the last Sync (the server is then
+/// inside an implicit transaction, or skipping to the next Sync after an error).
 #[derive(Debug)]
 struct Track {
     pending: AtomicU32,
     status: AtomicU8,
+    unsynced: AtomicBool,
 }
 
 /// Pumps until either side ends; returns why, and what the server connection needs.
@@ -43,6 +46,7 @@ pub async fn pump(client: &mut ClientConn, server: &mut PooledConn) -> (PumpEnd,
     let track = Track {
         pending: AtomicU32::new(0),
         status: AtomicU8::new(b'I'),
+        unsynced: AtomicBool::new(false),
     };
     let sc = &mut **server;
     let (mut sr, mut sw) = sc.stream.split();
@@ -62,8 +66,15 @@ pub async fn pump(client: &mut ClientConn, server: &mut PooledConn) -> (PumpEnd,
                                 terminated = true;
                                 break;
                             }
-                            b'Q' | b'S' | b'F' => {
+                            b'Q' | b'F' => {
                                 track.pending.fetch_add(1, Ordering::Relaxed);
+                            }
+                            b'S' => {
+                                track.pending.fetch_add(1, Ordering::Relaxed);
+                                track.unsynced.store(false, Ordering::Relaxed);
+                            }
+                            b'P' | b'B' | b'E' | b'D' | b'C' | b'H' => {
+                                track.unsynced.store(true, Ordering::Relaxed);
                             }
                             _ => {}
                         }
@@ -85,9 +96,7 @@ pub async fn pump(client: &mut ClientConn, server: &mut PooledConn) -> (PumpEnd,
             if terminated {
                 return PumpEnd::ClientTerminated;
             }
-            if let Ok(Some(size)) = announced_size(cbuf, max) {
-                cbuf.reserve(size.saturating_sub(cbuf.len()));
-            }
+            make_room(cbuf, max);
             match cr.read_buf(cbuf).await {
                 Ok(0) | Err(_) => return PumpEnd::ClientClosed,
                 Ok(_) => {}
@@ -139,9 +148,7 @@ pub async fn pump(client: &mut ClientConn, server: &mut PooledConn) -> (PumpEnd,
                     stats.xacts.fetch_add(xacts, Ordering::Relaxed);
                 }
             }
-            if let Ok(Some(size)) = announced_size(sbuf, max) {
-                sbuf.reserve(size.saturating_sub(sbuf.len()));
-            }
+            make_room(sbuf, max);
         }
     };
 
@@ -151,7 +158,9 @@ pub async fn pump(client: &mut ClientConn, server: &mut PooledConn) -> (PumpEnd,
     };
     let release = match end {
         PumpEnd::ClientTerminated | PumpEnd::ClientClosed
-            if track.pending.load(Ordering::Relaxed) == 0 && sbuf.is_empty() =>
+            if track.pending.load(Ordering::Relaxed) == 0
+                && !track.unsynced.load(Ordering::Relaxed)
+                && sbuf.is_empty() =>
         {
             match track.status.load(Ordering::Relaxed) {
                 b'I' => Release::Clean,
@@ -161,4 +170,20 @@ pub async fn pump(client: &mut ClientConn, server: &mut PooledConn) -> (PumpEnd,
         _ => Release::Close,
     };
     (end, release)
+}
+
+/// Reads go into at least 8 KiB of free space (reclaimed at the front of the buffer when
+/// it has been consumed), and a message announced larger than what has arrived gets
+/// room for its rest, 1 MiB at a time: a 5-byte header alone never reserves much.
+fn make_room(buf: &mut BytesMut, max: usize) {
+    const MIN: usize = 8 << 10;
+    const STEP: usize = 1 << 20;
+    let missing = match announced_size(buf, max) {
+        Ok(Some(size)) => size.saturating_sub(buf.len()),
+        _ => 0,
+    };
+    let spare = buf.capacity() - buf.len();
+    if spare < MIN / 2 || spare < missing.min(STEP) {
+        buf.reserve(missing.clamp(MIN, STEP));
+    }
 }

@@ -87,6 +87,9 @@ async fn serve(
             key: server.backend_key,
         }),
     );
+    // Until the pump says otherwise the connection may be mid-query: if the session is
+    // dropped while pumping (shutdown), it must be closed, not reset and reused.
+    server.release = Release::Close;
     let (end, release) = pump(conn, server).await;
     server.release = release;
     match end {
@@ -201,6 +204,7 @@ async fn acquire(
                     health::mark_down(cluster, &node, &f.message);
                     continue;
                 }
+                cluster.pools.forget_if_unused(&pool);
                 return Err(ClientError::Server(f));
             }
             Err(CheckoutError::Server(e @ (ServerError::Io(_) | ServerError::Timeout(_)))) => {

@@ -91,10 +91,11 @@ async fn give_back(
     };
     if reusable && pool.still_good(&conn) {
         pool.put_idle(conn);
+        drop(slot);
     } else {
+        drop(slot);
         conn.terminate().await;
     }
-    drop(slot);
 }
 
 async fn reset(pool: &Pool, conn: &mut ServerConn) -> bool {

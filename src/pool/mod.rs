@@ -9,7 +9,7 @@ mod stats;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout_at;
@@ -140,16 +140,7 @@ impl Pool {
     ) -> Result<ServerConn, CheckoutError> {
         let db_slot = match &self.db_limit {
             None => None,
-            Some(sem) => Some(match sem.clone().try_acquire_owned() {
-                Ok(p) => p,
-                Err(_) => {
-                    set.evict_one_idle(self.key.node, &self.key.database);
-                    timeout_at(deadline, sem.clone().acquire_owned())
-                        .await
-                        .map_err(|_| CheckoutError::Timeout)?
-                        .map_err(|_| CheckoutError::Timeout)?
-                }
-            }),
+            Some(sem) => Some(db_slot(sem, set, &self.key, deadline).await?),
         };
         self.open.fetch_add(1, Ordering::Relaxed);
         let open = OpenGuard {
@@ -251,6 +242,15 @@ impl PoolSet {
         pool
     }
 
+    /// Drops a pool that has no connection (the server refused its first login), so
+    /// names of databases or users that do not exist do not pile up.
+    pub fn forget_if_unused(&self, pool: &Arc<Pool>) {
+        let mut pools = lock(&self.pools);
+        if pool.open() == 0 && pool.active() == 0 {
+            pools.remove(&pool.key);
+        }
+    }
+
     /// Every pool, in key order.
     pub fn all(&self) -> Vec<Arc<Pool>> {
         let mut v: Vec<Arc<Pool>> = lock(&self.pools).values().cloned().collect();
@@ -293,6 +293,31 @@ impl PoolSet {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// A `max_db_connections` slot for a new connection of `key`'s pool: free, or made free
+/// by closing an idle connection of another user of the same (node, database), or
+/// waited for until `deadline`. Idle connections of other pools are looked for again
+/// every 100 ms while waiting, since they become idle without notice.
+async fn db_slot(
+    sem: &Arc<Semaphore>,
+    set: &PoolSet,
+    key: &PoolKey,
+    deadline: tokio::time::Instant,
+) -> Result<OwnedSemaphorePermit, CheckoutError> {
+    loop {
+        if let Ok(p) = sem.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        set.evict_one_idle(key.node, &key.database);
+        let retry = (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline);
+        if let Ok(Ok(p)) = timeout_at(retry, sem.clone().acquire_owned()).await {
+            return Ok(p);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CheckoutError::Timeout);
         }
     }
 }

@@ -226,7 +226,8 @@ impl ServerConn {
 
     /// Runs `sql` with the simple protocol and waits for ReadyForQuery. Returns the
     /// first error the server reported, if any; the connection stays usable either way
-    /// unless the result is `Err`.
+    /// unless the result is `Err`, which it also is when the server is not idle (outside
+    /// any transaction, nothing more to read) afterwards.
     pub async fn simple_query(
         &mut self,
         sql: &str,
@@ -239,7 +240,12 @@ impl ServerConn {
         loop {
             let msg = self.read_message(max).await?;
             match msg[0] {
-                b'Z' => return Ok(error),
+                b'Z' if body(&msg) == b"I" && self.buf.is_empty() => return Ok(error),
+                b'Z' => {
+                    return Err(protocol(
+                        "the server connection is not idle after a simple query",
+                    ))
+                }
                 b'E' if error.is_none() => error = parse_error_fields(body(&msg)),
                 b'S' => self.record_parameter(body(&msg)),
                 _ => {}
@@ -247,9 +253,11 @@ impl ServerConn {
         }
     }
 
-    /// Sends Terminate; best effort, the connection is closed right after.
+    /// Sends Terminate; best effort (a server that does not read gets one second), the
+    /// connection is closed right after.
     pub async fn terminate(mut self) {
-        let _ = self.stream.write_all(&[b'X', 0, 0, 0, 4]).await;
+        let bye = self.stream.write_all(&[b'X', 0, 0, 0, 4]);
+        let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
     }
 }
 
