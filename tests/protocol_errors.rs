@@ -47,13 +47,6 @@ fn error_code(bytes: &[u8]) -> String {
     panic!("no ErrorResponse in {bytes:?}")
 }
 
-fn startup(params: &[(&str, &str)]) -> Vec<u8> {
-    let mut out = BytesMut::new();
-    postgres_protocol::message::frontend::startup_message(params.iter().copied(), &mut out)
-        .unwrap();
-    out.to_vec()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_startups_get_errors() {
     let s = setup(1, "auth_type = \"trust\"\nmax_message_size = 4096", "", "").await;
@@ -158,31 +151,6 @@ async fn oversized_query_in_a_session_ends_only_that_session() {
         .unwrap();
     assert_eq!(error_code(&got), "08P01");
     assert!(whereami(&bystander).await.0);
-}
-
-/// Logs in as trustuser over a raw socket and reads up to ReadyForQuery.
-async fn raw_session(addr: SocketAddr) -> TcpStream {
-    let mut sock = TcpStream::connect(addr).await.unwrap();
-    sock.write_all(&startup(&[("user", "trustuser"), ("database", "app")]))
-        .await
-        .unwrap();
-    read_until(&mut sock, &[b'Z', 0, 0, 0, 5, b'I']).await;
-    sock
-}
-
-/// Reads until `marker` has arrived; returns everything read.
-async fn read_until(sock: &mut TcpStream, marker: &[u8]) -> Vec<u8> {
-    let mut buf = Vec::new();
-    while !buf.windows(marker.len()).any(|w| w == marker) {
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut chunk))
-            .await
-            .expect("an answer within 5 s")
-            .unwrap();
-        assert!(n > 0, "closed before {marker:?}: {buf:?}");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    buf
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

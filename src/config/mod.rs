@@ -203,6 +203,9 @@ pub fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
             ("pool.server_check_delay", p.server_check_delay),
             ("pool.server_connect_timeout", p.server_connect_timeout),
             ("pool.query_wait_timeout", p.query_wait_timeout),
+            ("pool.client_idle_timeout", p.client_idle_timeout),
+            ("pool.idle_transaction_timeout", p.idle_transaction_timeout),
+            ("pool.query_timeout", p.query_timeout),
         ] {
             if d > MAX_DURATION {
                 return Err(invalid(file, &key(k), "must be at most 365 days"));
@@ -214,10 +217,6 @@ pub fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
         if c.health_interval.is_zero() || c.health_timeout.is_zero() {
             let msg = "must be longer than 0s";
             return Err(invalid(file, &key("health_interval/health_timeout"), msg));
-        }
-        if p.pool_mode == PoolMode::Transaction {
-            let msg = "\"transaction\" is not supported by this version; use \"session\"";
-            return Err(invalid(file, &key("pool.pool_mode"), msg));
         }
         if p.default_pool_size == 0 {
             return Err(invalid(

@@ -182,6 +182,22 @@ pub struct Pool {
     /// How long a client waits for a node and a server connection. Default 120s.
     #[serde(with = "duration")]
     pub query_wait_timeout: Duration,
+    /// Transaction mode: named prepared statements each server connection keeps (least
+    /// recently used closed first); 0 passes statement names through unchanged, which
+    /// only works in session mode. Default 200.
+    pub max_prepared_statements: usize,
+    /// A client idle (outside a transaction) longer than this is disconnected with
+    /// 57P05; "0s" disables (default).
+    #[serde(with = "duration")]
+    pub client_idle_timeout: Duration,
+    /// A client idle inside a transaction longer than this is disconnected with 25P03
+    /// and its transaction rolled back; "0s" disables (default).
+    #[serde(with = "duration")]
+    pub idle_transaction_timeout: Duration,
+    /// A query not answered within this ends the client and its server connection with
+    /// 57014; "0s" disables (default).
+    #[serde(with = "duration")]
+    pub query_timeout: Duration,
 }
 
 impl Default for Pool {
@@ -198,6 +214,10 @@ impl Default for Pool {
             server_reset_query: "DISCARD ALL".into(),
             server_connect_timeout: Duration::from_secs(15),
             query_wait_timeout: Duration::from_secs(120),
+            max_prepared_statements: 200,
+            client_idle_timeout: Duration::ZERO,
+            idle_transaction_timeout: Duration::ZERO,
+            query_timeout: Duration::ZERO,
         }
     }
 }

@@ -1,11 +1,16 @@
 //! One client's life: accept, startup, authentication, the session.
 
+mod acquire;
 mod auth;
 mod conn;
 mod error;
+mod prepared;
 mod pump;
 mod session;
+mod settings;
 mod startup;
+mod track;
+mod transaction;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,83 +1,129 @@
 //! The message pump: forwards whole messages both ways between a client and its server
 //! connection, one write per batch, straight from the read buffers (no copy, no
 //! allocation per message), and keeps track of where the server is in the protocol.
+//!
+//! In transaction mode it returns as soon as the server is idle outside a transaction,
+//! so the connection can go back to the pool. The idle and query timeouts are watched on
+//! the server side of the pump: while the server has nothing to send, that read waits.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::pool::{record_parameter, PooledConn, Release};
-use crate::protocol::frame::{announced_size, body};
+use crate::protocol::frame::{announced_size, body, read_cstr};
 use crate::protocol::{next_message, ProtocolError};
 
 use super::conn::ClientConn;
+use super::prepared::{ClientStatements, Expect, Expected, Rewriter};
+use super::settings::{classify, looks_like_set, SqlCommand};
+use super::track::Track;
 
 /// Why the pump stopped.
 #[derive(Debug)]
 pub enum PumpEnd {
+    /// Transaction mode: the transaction ended; the server connection is free.
+    TransactionDone,
     /// The client sent Terminate.
     ClientTerminated,
     /// The client's socket closed or failed.
     ClientClosed,
     /// The client sent bytes that are not the protocol.
     ClientProtocol(ProtocolError),
+    /// `client_idle_timeout` passed with nothing from the client.
+    ClientIdle,
+    /// `idle_transaction_timeout` passed with the client idle in a transaction.
+    IdleInTransaction,
+    /// `query_timeout` passed before the server answered.
+    QueryTimeout,
     /// The server's socket closed or failed.
     ServerClosed,
     /// The server sent bytes that are not the protocol.
     ServerProtocol(ProtocolError),
 }
 
-/// Where the server is: ReadyForQuery messages still expected, the last status, and
-/// whether extended-protocol messages were sent since the last Sync (the server is then
-/// inside an implicit transaction, or skipping to the next Sync after an error).
-#[derive(Debug)]
-struct Track {
-    pending: AtomicU32,
-    status: AtomicU8,
-    unsynced: AtomicBool,
+/// How the pump runs for one client.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PumpOptions {
+    /// Return at the end of each transaction, and track session commands.
+    pub transaction: bool,
+    pub client_idle_timeout: Option<Duration>,
+    pub idle_transaction_timeout: Option<Duration>,
+    pub query_timeout: Option<Duration>,
 }
 
-/// Pumps until either side ends; returns why, and what the server connection needs.
-pub async fn pump(client: &mut ClientConn, server: &mut PooledConn) -> (PumpEnd, Release) {
+/// What the pump leaves behind.
+#[derive(Debug)]
+pub struct PumpResult {
+    pub end: PumpEnd,
+    /// What the server connection needs before it is reused.
+    pub release: Release,
+    /// A session command (SET, RESET, DISCARD ALL) that succeeded.
+    pub command: Option<SqlCommand>,
+    /// The client sent a SET that pgfleet could not follow (extended protocol, several
+    /// statements, or inside a larger batch).
+    pub untracked_set: bool,
+}
+
+/// Pumps until either side ends (or, in transaction mode, the transaction ends).
+/// `statements` (transaction mode) are the client's named prepared statements and the
+/// most a server connection keeps.
+pub async fn pump(
+    client: &mut ClientConn,
+    server: &mut PooledConn,
+    opts: PumpOptions,
+    statements: Option<(&mut ClientStatements, usize)>,
+) -> PumpResult {
     let max = client.max_message;
     let pool = server.pool().clone();
     let stats = &pool.stats;
-    let track = Track {
-        pending: AtomicU32::new(0),
-        status: AtomicU8::new(b'I'),
-        unsynced: AtomicBool::new(false),
-    };
+    let track = Track::default();
+    let expected = Expected::default();
+    let untracked_set = std::sync::atomic::AtomicBool::new(false);
     let sc = &mut **server;
     let (mut sr, mut sw) = sc.stream.split();
     let (sbuf, params) = (&mut sc.buf, &mut sc.params);
+    let mut rewriter = statements.map(|(client, max_prepared)| Rewriter {
+        client,
+        server: &mut sc.prepared,
+        expected: &expected,
+        max_prepared,
+        epoch: 0,
+    });
     let (mut cr, mut cw) = client.stream.split();
     let cbuf = &mut client.buf;
 
     let client_to_server = async {
+        // Rewritten batches are built here; untouched ones go straight from `cbuf`.
+        let (mut out, mut tmp) = (BytesMut::new(), BytesMut::new());
         loop {
             let mut off = 0;
+            let mut copied = 0;
             let mut terminated = false;
             loop {
                 match next_message(&cbuf[off..], max) {
                     Ok(Some(h)) => {
-                        match h.tag {
-                            b'X' => {
-                                terminated = true;
-                                break;
-                            }
-                            b'Q' | b'F' => {
-                                track.pending.fetch_add(1, Ordering::Relaxed);
-                            }
-                            b'S' => {
-                                track.pending.fetch_add(1, Ordering::Relaxed);
-                                track.unsynced.store(false, Ordering::Relaxed);
-                            }
-                            b'P' | b'B' | b'E' | b'D' | b'C' | b'H' => {
-                                track.unsynced.store(true, Ordering::Relaxed);
-                            }
-                            _ => {}
+                        if h.tag == b'X' {
+                            terminated = true;
+                            break;
                         }
+                        let m = &cbuf[off..off + h.total];
+                        if opts.transaction && matches!(h.tag, b'Q' | b'P') {
+                            watch_session_command(&track, m, &untracked_set);
+                        }
+                        if let Some(rw) = rewriter.as_mut() {
+                            if rewrite(rw, m, &mut tmp) {
+                                out.extend_from_slice(&cbuf[copied..off]);
+                                out.extend_from_slice(&tmp);
+                                tmp.clear();
+                                copied = off + h.total;
+                            }
+                            if matches!(h.tag, b'Q' | b'S' | b'F') {
+                                rw.epoch += 1;
+                            }
+                        }
+                        track.client_message(h.tag);
                         off += h.total;
                     }
                     Ok(None) => break,
@@ -85,13 +131,19 @@ pub async fn pump(client: &mut ClientConn, server: &mut PooledConn) -> (PumpEnd,
                 }
             }
             if off > 0 {
-                if sw.write_all(&cbuf[..off]).await.is_err() {
+                let sent = if out.is_empty() {
+                    sw.write_all(&cbuf[..off]).await
+                } else {
+                    out.extend_from_slice(&cbuf[copied..off]);
+                    let r = sw.write_all(&out).await;
+                    out.clear();
+                    r
+                };
+                if sent.is_err() {
                     return PumpEnd::ServerClosed;
                 }
                 cbuf.advance(off);
-                stats
-                    .bytes_received
-                    .fetch_add(off as u64, Ordering::Relaxed);
+                stats.add_received(off);
             }
             if terminated {
                 return PumpEnd::ClientTerminated;
@@ -105,31 +157,59 @@ pub async fn pump(client: &mut ClientConn, server: &mut PooledConn) -> (PumpEnd,
     };
 
     let server_to_client = async {
+        let mut idle_since = Instant::now();
+        let mut answered: u64 = 0;
+        let mut out = BytesMut::new();
         loop {
-            match sr.read_buf(sbuf).await {
-                Ok(0) | Err(_) => return PumpEnd::ServerClosed,
-                Ok(_) => {}
+            loop {
+                let Some((at, end)) = next_deadline(&track, &opts, idle_since) else {
+                    match sr.read_buf(sbuf).await {
+                        Ok(0) | Err(_) => return PumpEnd::ServerClosed,
+                        Ok(_) => break,
+                    }
+                };
+                match tokio::time::timeout_at(at.into(), sr.read_buf(sbuf)).await {
+                    Ok(Ok(0) | Err(_)) => return PumpEnd::ServerClosed,
+                    Ok(Ok(_)) => break,
+                    // The state may have moved on meanwhile: only end if it still holds.
+                    Err(_) => match next_deadline(&track, &opts, idle_since) {
+                        Some((at2, end2)) if at2 <= Instant::now() && same(&end, &end2) => {
+                            return end
+                        }
+                        _ => {}
+                    },
+                }
             }
             let mut off = 0;
+            let mut copied = 0;
             let (mut queries, mut xacts) = (0u64, 0u64);
             loop {
                 match next_message(&sbuf[off..], max) {
                     Ok(Some(h)) => {
                         let m = &sbuf[off..off + h.total];
+                        let mut swallow = false;
                         match h.tag {
                             b'Z' => {
                                 let status = body(m).first().copied().unwrap_or(b'I');
-                                track.status.store(status, Ordering::Relaxed);
-                                let _ = track.pending.fetch_update(
-                                    Ordering::Relaxed,
-                                    Ordering::Relaxed,
-                                    |p| p.checked_sub(1),
-                                );
+                                track.ready_for_query(status);
+                                settle(&expected, |e| e.epoch <= answered);
+                                answered += 1;
                                 queries += 1;
                                 xacts += u64::from(status == b'I');
                             }
+                            b'1' | b'3' => swallow = pop_injected(&expected),
+                            b'E' => {
+                                track.server_error();
+                                // The server skips to the next Sync: nothing more comes
+                                // for this batch's Parse and Close messages.
+                                settle(&expected, |e| e.epoch <= answered);
+                            }
                             b'S' => record_parameter(params, body(m)),
                             _ => {}
+                        }
+                        if swallow {
+                            out.extend_from_slice(&sbuf[copied..off]);
+                            copied = off + h.total;
                         }
                         off += h.total;
                     }
@@ -138,15 +218,29 @@ pub async fn pump(client: &mut ClientConn, server: &mut PooledConn) -> (PumpEnd,
                 }
             }
             if off > 0 {
-                if cw.write_all(&sbuf[..off]).await.is_err() {
+                let sent = if copied == 0 {
+                    cw.write_all(&sbuf[..off]).await
+                } else {
+                    out.extend_from_slice(&sbuf[copied..off]);
+                    let r = if out.is_empty() {
+                        Ok(())
+                    } else {
+                        cw.write_all(&out).await
+                    };
+                    out.clear();
+                    r
+                };
+                if sent.is_err() {
                     return PumpEnd::ClientClosed;
                 }
                 sbuf.advance(off);
-                stats.bytes_sent.fetch_add(off as u64, Ordering::Relaxed);
+                stats.add_sent(off, queries, xacts);
                 if queries > 0 {
-                    stats.queries.fetch_add(queries, Ordering::Relaxed);
-                    stats.xacts.fetch_add(xacts, Ordering::Relaxed);
+                    idle_since = Instant::now();
                 }
+            }
+            if opts.transaction && track.quiet() && track.status() == b'I' && sbuf.is_empty() {
+                return PumpEnd::TransactionDone;
             }
             make_room(sbuf, max);
         }
@@ -156,20 +250,115 @@ pub async fn pump(client: &mut ClientConn, server: &mut PooledConn) -> (PumpEnd,
         end = client_to_server => end,
         end = server_to_client => end,
     };
+    let clean = track.quiet() && sbuf.is_empty();
     let release = match end {
-        PumpEnd::ClientTerminated | PumpEnd::ClientClosed
-            if track.pending.load(Ordering::Relaxed) == 0
-                && !track.unsynced.load(Ordering::Relaxed)
-                && sbuf.is_empty() =>
+        PumpEnd::TransactionDone => Release::Reuse,
+        PumpEnd::ClientTerminated
+        | PumpEnd::ClientClosed
+        | PumpEnd::ClientIdle
+        | PumpEnd::IdleInTransaction
+            if clean =>
         {
-            match track.status.load(Ordering::Relaxed) {
+            match track.status() {
                 b'I' => Release::Clean,
                 _ => Release::Rollback,
             }
         }
         _ => Release::Close,
     };
-    (end, release)
+    let command = if track.quiet() && track.status() == b'I' {
+        track.take_command()
+    } else {
+        None
+    };
+    PumpResult {
+        end,
+        release,
+        command,
+        untracked_set: untracked_set.into_inner(),
+    }
+}
+
+/// Rewrites one client message for the server when it names a prepared statement or
+/// deallocates one; appends the replacement to `out` and returns true if so.
+fn rewrite(rw: &mut Rewriter<'_>, m: &[u8], out: &mut BytesMut) -> bool {
+    match m[0] {
+        b'P' | b'B' | b'D' | b'C' => rw.rewrite(m, out),
+        b'Q' => {
+            let mut pos = 0;
+            let Some(sql) = read_cstr(body(m), &mut pos) else {
+                return false;
+            };
+            if classify(sql) == Some(SqlCommand::ResetAll)
+                && sql
+                    .trim_start()
+                    .get(..7)
+                    .is_some_and(|w| w.eq_ignore_ascii_case("discard"))
+            {
+                rw.discard_all();
+                return false;
+            }
+            rw.deallocate(sql, out)
+        }
+        _ => false,
+    }
+}
+
+/// Whether the next ParseComplete/CloseComplete answers a message pgfleet added.
+fn pop_injected(expected: &Expected) -> bool {
+    let mut q = expected.lock().unwrap_or_else(|e| e.into_inner());
+    q.pop_front().is_some_and(|e| e.injected)
+}
+
+/// Drops the expectations that `done` says will get no answer any more.
+fn settle(expected: &Expected, done: impl Fn(&Expect) -> bool) {
+    let mut q = expected.lock().unwrap_or_else(|e| e.into_inner());
+    while q.front().is_some_and(&done) {
+        q.pop_front();
+    }
+}
+
+/// When the current wait for the server times out, and as what.
+fn next_deadline(
+    track: &Track,
+    opts: &PumpOptions,
+    idle_since: Instant,
+) -> Option<(Instant, PumpEnd)> {
+    if track.quiet() {
+        let (limit, end) = match track.status() {
+            b'I' => (opts.client_idle_timeout?, PumpEnd::ClientIdle),
+            _ => (opts.idle_transaction_timeout?, PumpEnd::IdleInTransaction),
+        };
+        Some((idle_since + limit, end))
+    } else {
+        Some((
+            track.busy_since()? + opts.query_timeout?,
+            PumpEnd::QueryTimeout,
+        ))
+    }
+}
+
+fn same(a: &PumpEnd, b: &PumpEnd) -> bool {
+    std::mem::discriminant(a) == std::mem::discriminant(b)
+}
+
+/// Notes a SET/RESET/DISCARD ALL sent as the only statement of a simple query outside
+/// a transaction block; flags one pgfleet cannot follow.
+fn watch_session_command(track: &Track, message: &[u8], untracked: &std::sync::atomic::AtomicBool) {
+    let mut pos = 0;
+    let b = body(message);
+    let sql = if message[0] == b'P' {
+        read_cstr(b, &mut pos).and_then(|_| read_cstr(b, &mut pos))
+    } else {
+        read_cstr(b, &mut pos)
+    };
+    let Some(sql) = sql else { return };
+    let alone = message[0] == b'Q' && track.quiet() && track.status() == b'I';
+    match classify(sql) {
+        Some(command) if alone => track.session_command(command),
+        _ if looks_like_set(sql) => untracked.store(true, std::sync::atomic::Ordering::Relaxed),
+        _ => {}
+    }
 }
 
 /// Reads go into at least 8 KiB of free space (reclaimed at the front of the buffer when

@@ -1,23 +1,25 @@
-//! One client session in session pooling: pick a node, check out a server connection,
-//! apply the client's settings, greet the client, pump, give the connection back.
+//! One client's session after login: session pooling keeps one server connection until
+//! the client leaves; transaction pooling (`transaction.rs`) takes one per transaction.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::time::timeout_at;
 use tracing::info;
 
-use crate::balance;
 use crate::cancel::CancelTarget;
-use crate::cluster::{health, ClusterState, EndpointState, SessionSlot};
-use crate::pool::{CheckoutError, Credentials, PooledConn, Release, ServerError};
+use crate::cluster::{ClusterState, EndpointState};
+use crate::config::{self, PoolMode};
+use crate::pool::{Credentials, PooledConn, Release};
 use crate::protocol::backend as msg;
 use crate::protocol::sqlstate;
 use crate::state::State;
 
+use super::acquire::acquire;
 use super::conn::ClientConn;
 use super::error::ClientError;
-use super::pump::{pump, PumpEnd};
+use super::pump::{pump, PumpEnd, PumpOptions};
+use super::settings::quote_literal;
 use super::startup::StartupParams;
+use super::transaction;
 
 /// Who the client is, once authenticated.
 pub struct Client<'a> {
@@ -40,79 +42,125 @@ pub async fn run(
     conn: &mut ClientConn,
     client: Client<'_>,
 ) -> Result<PumpEnd, ClientError> {
-    let (slot, mut server) = acquire(
-        cluster,
-        endpoint,
-        client.params,
-        client.cred,
-        conn.max_message,
-    )
-    .await?;
-    if client.log {
-        info!(node = %slot.node.addr, server_pid = server.backend_pid, "client connected");
-    }
-    let result = serve(state, conn, &mut server, &client).await;
-    state.cancels.set_target(client.id, None);
+    let result = match cluster.config.pool.pool_mode {
+        PoolMode::Session => session_mode(state, cluster, endpoint, conn, &client).await,
+        PoolMode::Transaction => transaction::run(state, cluster, endpoint, conn, &client).await,
+    };
     if client.log {
         info!(
-            node = %slot.node.addr,
             duration_ms = client.connected_at.elapsed().as_millis() as u64,
             end = ?result.as_ref().map_err(|e| e.to_string()),
             "client disconnected"
         );
     }
-    drop(server);
-    drop(slot);
     result
 }
 
-async fn serve(
+async fn session_mode(
     state: &State,
+    cluster: &ClusterState,
+    endpoint: &EndpointState,
     conn: &mut ClientConn,
-    server: &mut PooledConn,
     client: &Client<'_>,
 ) -> Result<PumpEnd, ClientError> {
-    apply_settings(conn, server, client.params).await?;
-    for (name, value) in &server.params {
+    let database = &client.params.database;
+    let (slot, mut server) =
+        acquire(cluster, endpoint, database, client.cred, conn.max_message).await?;
+    if client.log {
+        info!(node = %slot.node.addr, server_pid = server.backend_pid, "client connected");
+    }
+    apply_settings(conn, &mut server, client.params).await?;
+    greet(conn, &server.params, client).await?;
+    set_cancel_target(state, client.id, &server);
+    // Until the pump says otherwise the connection may be mid-query: if the session is
+    // dropped while pumping (shutdown), it must be closed, not reset and reused.
+    server.release = Release::Close;
+    let result = pump(
+        conn,
+        &mut server,
+        options(&cluster.config.pool, false),
+        None,
+    )
+    .await;
+    server.release = result.release;
+    state.cancels.set_target(client.id, None);
+    pump_end(result.end, &server)
+}
+
+/// The pump settings of a cluster's pool.
+pub fn options(pool: &config::Pool, transaction: bool) -> PumpOptions {
+    let some = |d: Duration| (!d.is_zero()).then_some(d);
+    PumpOptions {
+        transaction,
+        client_idle_timeout: some(pool.client_idle_timeout),
+        idle_transaction_timeout: some(pool.idle_transaction_timeout),
+        query_timeout: some(pool.query_timeout),
+    }
+}
+
+/// ParameterStatus for each parameter, our BackendKeyData, ReadyForQuery.
+pub async fn greet(
+    conn: &mut ClientConn,
+    params: &[(String, String)],
+    client: &Client<'_>,
+) -> Result<(), ClientError> {
+    for (name, value) in params {
         msg::parameter_status(&mut conn.out, name, value);
     }
     msg::backend_key_data(&mut conn.out, client.id, client.key);
     msg::ready_for_query(&mut conn.out, b'I');
-    conn.flush().await?;
+    conn.flush().await
+}
+
+/// Cancel requests with the client's key now reach this server connection.
+pub fn set_cancel_target(state: &State, client: u32, server: &PooledConn) {
     state.cancels.set_target(
-        client.id,
+        client,
         Some(CancelTarget {
             addr: server.pool().node.addr.clone(),
             pid: server.backend_pid,
             key: server.backend_key,
         }),
     );
-    // Until the pump says otherwise the connection may be mid-query: if the session is
-    // dropped while pumping (shutdown), it must be closed, not reset and reused.
-    server.release = Release::Close;
-    let (end, release) = pump(conn, server).await;
-    server.release = release;
+}
+
+/// How a pump end reads as the session's result.
+pub fn pump_end(end: PumpEnd, server: &PooledConn) -> Result<PumpEnd, ClientError> {
+    let fatal = |code, message: &str| ClientError::fatal(code, message);
     match end {
         PumpEnd::ClientProtocol(e) => Err(e.into()),
-        PumpEnd::ServerClosed => Err(ClientError::fatal(
+        PumpEnd::ServerClosed => Err(fatal(
             sqlstate::CONNECTION_FAILURE,
-            format!("server connection to {} closed", server.pool().node.addr),
+            &format!("server connection to {} closed", server.pool().node.addr),
         )),
-        PumpEnd::ServerProtocol(e) => Err(ClientError::fatal(
+        PumpEnd::ServerProtocol(e) => Err(fatal(
             sqlstate::CONNECTION_FAILURE,
-            format!("server sent an invalid message: {e}"),
+            &format!("server sent an invalid message: {e}"),
+        )),
+        PumpEnd::ClientIdle => Err(fatal(
+            sqlstate::IDLE_SESSION_TIMEOUT,
+            "terminating connection due to client_idle_timeout",
+        )),
+        PumpEnd::IdleInTransaction => Err(fatal(
+            sqlstate::IDLE_IN_TRANSACTION_TIMEOUT,
+            "terminating connection due to idle_transaction_timeout",
+        )),
+        PumpEnd::QueryTimeout => Err(fatal(
+            sqlstate::QUERY_CANCELED,
+            "terminating connection due to query_timeout",
         )),
         end => Ok(end),
     }
 }
 
-/// Sets on the server connection the client's settings that differ from the server's.
-async fn apply_settings(
+/// Sets on the server connection the client's startup settings that differ from the
+/// server's. `set_config` takes each value as the startup packet does (a list stays a
+/// list).
+pub async fn apply_settings(
     conn: &mut ClientConn,
     server: &mut PooledConn,
     params: &StartupParams,
 ) -> Result<(), ClientError> {
-    // set_config takes the value as the startup packet does (a list stays a list).
     let calls: Vec<String> = params
         .settings
         .iter()
@@ -125,17 +173,22 @@ async fn apply_settings(
             )
         })
         .collect();
-    let sql = if calls.is_empty() {
-        String::new()
-    } else {
-        format!("SELECT {}", calls.join(", "))
-    };
-    if sql.is_empty() {
+    if calls.is_empty() {
         server.release = Release::Clean;
         return Ok(());
     }
-    let max = conn.max_message;
-    match server.simple_query(&sql, max).await {
+    let sql = format!("SELECT {}", calls.join(", "));
+    run_on_server(conn, server, &sql).await
+}
+
+/// Runs `sql` on the server for the client: an error from PostgreSQL goes to the client
+/// (the connection stays clean), a broken connection is closed.
+pub async fn run_on_server(
+    conn: &mut ClientConn,
+    server: &mut PooledConn,
+    sql: &str,
+) -> Result<(), ClientError> {
+    match server.simple_query(sql, conn.max_message).await {
         Ok(None) => {
             server.release = Release::Clean;
             Ok(())
@@ -144,79 +197,12 @@ async fn apply_settings(
             server.release = Release::Clean;
             Err(ClientError::Server(e))
         }
-        Err(e) => Err(ClientError::fatal(
-            sqlstate::CONNECTION_FAILURE,
-            format!("server connection failed while applying settings: {e}"),
-        )),
-    }
-}
-
-fn quote_literal(s: &str) -> String {
-    if s.contains('\\') {
-        format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
-    } else {
-        format!("'{}'", s.replace('\'', "''"))
-    }
-}
-
-/// Picks a node that fits the endpoint and checks out a server connection to it,
-/// trying other nodes when one cannot be reached, until `query_wait_timeout`.
-async fn acquire(
-    cluster: &ClusterState,
-    endpoint: &EndpointState,
-    params: &StartupParams,
-    cred: &Credentials,
-    max_message: usize,
-) -> Result<(SessionSlot, PooledConn), ClientError> {
-    let config = &cluster.config.pool;
-    let deadline = tokio::time::Instant::now() + config.query_wait_timeout;
-    loop {
-        let changed = cluster.changed.notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
-        let Some(node) = balance::pick(cluster, endpoint) else {
-            if timeout_at(deadline, changed).await.is_err() {
-                return Err(ClientError::fatal(
-                    sqlstate::CANNOT_CONNECT_NOW,
-                    format!(
-                        "no healthy {:?} node for endpoint \"{}\" within query_wait_timeout",
-                        endpoint.config.role, endpoint.name
-                    )
-                    .to_lowercase(),
-                ));
-            }
-            continue;
-        };
-        let slot = SessionSlot::new(node.clone(), endpoint.index);
-        let pool = cluster
-            .pools
-            .get(&node, &params.database, cred, config, max_message);
-        match pool.checkout(&cluster.pools, deadline).await {
-            Ok(server) => return Ok((slot, server)),
-            Err(CheckoutError::Timeout) => {
-                return Err(ClientError::fatal(
-                    sqlstate::CANNOT_CONNECT_NOW,
-                    "no server connection became free within query_wait_timeout",
-                ))
-            }
-            Err(CheckoutError::Server(ServerError::Refused(f))) => {
-                if f.code.starts_with("57P") {
-                    health::mark_down(cluster, &node, &f.message);
-                    continue;
-                }
-                cluster.pools.forget_if_unused(&pool);
-                return Err(ClientError::Server(f));
-            }
-            Err(CheckoutError::Server(e @ (ServerError::Io(_) | ServerError::Timeout(_)))) => {
-                health::mark_down(cluster, &node, &e.to_string());
-            }
-            Err(CheckoutError::Server(e)) => {
-                tracing::warn!(node = %node.addr, error = %e, "server login failed");
-                return Err(ClientError::fatal(
-                    sqlstate::CONNECTION_FAILURE,
-                    format!("server login failed: {e}"),
-                ));
-            }
+        Err(e) => {
+            server.release = Release::Close;
+            Err(ClientError::fatal(
+                sqlstate::CONNECTION_FAILURE,
+                format!("server connection failed while applying settings: {e}"),
+            ))
         }
     }
 }

@@ -12,7 +12,9 @@ use super::{Pool, ServerConn};
 /// What the connection needs when the client lets it go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Release {
-    /// Idle, no transaction open: reset and reuse.
+    /// Transaction mode, between transactions: back to the pool as it is, at once.
+    Reuse,
+    /// Idle, no transaction open: reset (session mode) and reuse.
     Clean,
     /// Idle inside a transaction block: roll back, reset and reuse.
     Rollback,
@@ -68,6 +70,11 @@ impl Drop for PooledConn {
         let (Some(conn), Some(slot)) = (self.conn.take(), self.slot.take()) else {
             return;
         };
+        if self.release == Release::Reuse && self.pool.still_good(&conn) {
+            self.pool.put_idle(conn);
+            drop(slot);
+            return;
+        }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -84,6 +91,7 @@ async fn give_back(
 ) {
     let reusable = match release {
         Release::Close => false,
+        Release::Reuse => true,
         Release::Rollback => {
             run(&pool, &mut conn, "ROLLBACK").await && reset(&pool, &mut conn).await
         }
@@ -98,9 +106,19 @@ async fn give_back(
     }
 }
 
+/// Runs `server_reset_query` in session mode. In transaction mode the next client's
+/// settings are synced onto the connection instead (and its prepared statements kept).
 async fn reset(pool: &Pool, conn: &mut ServerConn) -> bool {
     let q = &pool.config.server_reset_query;
-    q.is_empty() || run(pool, conn, q).await
+    if pool.config.pool_mode == crate::config::PoolMode::Transaction || q.is_empty() {
+        return true;
+    }
+    if !run(pool, conn, q).await {
+        return false;
+    }
+    conn.applied.clear();
+    conn.prepared.clear();
+    true
 }
 
 async fn run(pool: &Pool, conn: &mut ServerConn, sql: &str) -> bool {

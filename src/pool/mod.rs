@@ -3,6 +3,7 @@
 
 mod guard;
 pub mod janitor;
+mod prepared;
 mod server;
 mod stats;
 
@@ -15,11 +16,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::timeout_at;
 
 pub use guard::{PooledConn, Release};
+pub use prepared::PreparedSet;
 pub use server::{record_parameter, Credentials, ServerConn, ServerError};
 pub use stats::{PoolStats, StatsSnapshot};
 
 use crate::cluster::Node;
 use crate::config;
+
+/// ParameterStatus values (name, value) as a server sent them, shared.
+pub type Params = Arc<Vec<(String, String)>>;
 
 /// Identifies a pool.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -65,6 +70,8 @@ pub struct Pool {
     open: Arc<AtomicUsize>,
     credentials: Mutex<Credentials>,
     db_limit: Option<Arc<Semaphore>>,
+    /// The ParameterStatus values of a fresh connection (before any client setting).
+    baseline: Mutex<Option<Params>>,
     pub stats: PoolStats,
 }
 
@@ -86,6 +93,13 @@ impl Pool {
     /// Server connections handed out (in use or being reset).
     pub fn active(&self) -> usize {
         self.config.default_pool_size - self.slots.available_permits()
+    }
+
+    /// This pool's fresh-connection parameters, or `params` if it has none yet.
+    pub fn baseline_or(&self, params: Vec<(String, String)>) -> Params {
+        lock(&self.baseline)
+            .get_or_insert_with(|| Arc::new(params))
+            .clone()
     }
 
     fn credentials(&self) -> Credentials {
@@ -162,6 +176,7 @@ impl Pool {
             .await
             .map_err(|_| ServerError::Timeout(limit))??;
         tracing::debug!(node = %self.node.addr, db = %self.key.database, user = %self.key.user, pid = conn.backend_pid, "server connection opened");
+        lock(&self.baseline).get_or_insert_with(|| Arc::new(conn.params.clone()));
         Ok(conn)
     }
 
@@ -236,6 +251,7 @@ impl PoolSet {
             open: Arc::new(AtomicUsize::new(0)),
             credentials: Mutex::new(cred.clone()),
             db_limit,
+            baseline: Mutex::new(None),
             stats: PoolStats::default(),
         });
         pools.insert(key, pool.clone());
@@ -249,6 +265,15 @@ impl PoolSet {
         if pool.open() == 0 && pool.active() == 0 {
             pools.remove(&pool.key);
         }
+    }
+
+    /// The parameters of a fresh server connection for (database, user), from any node's
+    /// pool that has made one.
+    pub fn baseline(&self, database: &str, user: &str) -> Option<Params> {
+        lock(&self.pools)
+            .values()
+            .filter(|p| p.key.database == database && p.key.user == user)
+            .find_map(|p| lock(&p.baseline).clone())
     }
 
     /// Every pool, in key order.

@@ -56,6 +56,11 @@ pub struct ServerConn {
     pub last_used: Instant,
     /// The node generation this connection was made in.
     pub generation: u64,
+    /// Settings the server does not report that pgfleet applied for the current or last
+    /// client, as (name, statement); see `frontend::settings`.
+    pub applied: Vec<(String, String)>,
+    /// Named statements prepared on this connection by pgfleet (transaction mode).
+    pub prepared: super::PreparedSet,
     pub(super) _open: super::OpenGuard,
 }
 
@@ -81,6 +86,8 @@ impl ServerConn {
             created: now,
             last_used: now,
             generation,
+            applied: Vec::new(),
+            prepared: super::PreparedSet::default(),
             _open: open,
         };
         conn.login(database, cred, max_message).await?;

@@ -32,6 +32,23 @@ pub struct StatsSnapshot {
 }
 
 impl PoolStats {
+    /// Bytes forwarded from a client.
+    pub fn add_received(&self, bytes: usize) {
+        self.bytes_received
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes forwarded to a client, with the queries and transactions they completed.
+    pub fn add_sent(&self, bytes: usize, queries: u64, xacts: u64) {
+        self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+        if queries > 0 {
+            self.queries.fetch_add(queries, Ordering::Relaxed);
+        }
+        if xacts > 0 {
+            self.xacts.fetch_add(xacts, Ordering::Relaxed);
+        }
+    }
+
     pub(super) fn record_wait(&self, waited: Duration) {
         let us = waited.as_micros().min(u64::MAX as u128) as u64;
         self.wait_us.fetch_add(us, Ordering::Relaxed);

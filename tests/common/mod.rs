@@ -26,6 +26,12 @@ pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
 /// (primary) and `any`, on free ports. `general` and `pool` are extra TOML lines for
 /// those tables, `cluster` for `[clusters.main]`.
 pub async fn setup(replicas: usize, general: &str, cluster_extra: &str, pool: &str) -> Setup {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
     let cluster = blocking(|| TestCluster::start(replicas)).expect("start the test cluster");
     let fleet_and_dir = start_fleet(&cluster, general, cluster_extra, pool).await;
     Setup {
@@ -209,4 +215,43 @@ pub fn psql(addr: SocketAddr, user: &str, password: &str, sql: &str) -> (bool, S
         .args(["-U", user, "-d", "app", "-c", sql])
         .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "20"))
+}
+
+/// A StartupMessage for protocol 3.0.
+pub fn startup(params: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::startup_message(params.iter().copied(), &mut out)
+        .unwrap();
+    out.to_vec()
+}
+
+/// Logs in as trustuser (auth_type = "trust") over a raw socket, up to ReadyForQuery.
+pub async fn raw_session(addr: SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.write_all(&startup(&[("user", "trustuser"), ("database", "app")]))
+        .await
+        .unwrap();
+    read_until(&mut sock, &[b'Z', 0, 0, 0, 5, b'I']).await;
+    sock
+}
+
+/// Reads until `marker` has arrived; returns everything read.
+pub async fn read_until(sock: &mut tokio::net::TcpStream, marker: &[u8]) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    while !buf.windows(marker.len()).any(|w| w == marker) {
+        let mut chunk = [0u8; 4096];
+        let Ok(n) = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut chunk)).await
+        else {
+            panic!(
+                "no {marker:?} within 5 s; got {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+        };
+        let n = n.unwrap();
+        assert!(n > 0, "closed before {marker:?}: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    buf
 }

@@ -1,0 +1,276 @@
+//! A client's session settings in transaction mode, and bringing a server connection to
+//! them: the reported parameters as the client last saw them, plus settings PostgreSQL
+//! does not report (startup `options`, `SET search_path`, ...), replayed by statement.
+
+use crate::pool::ServerConn;
+
+/// Reported parameters that describe the server rather than the session.
+const READ_ONLY: &[&str] = &[
+    "server_version",
+    "server_encoding",
+    "integer_datetimes",
+    "in_hot_standby",
+    "is_superuser",
+    "session_authorization",
+];
+
+/// A session-level command outside a transaction block, to replay on the next server
+/// connections once it succeeded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlCommand {
+    /// `SET [SESSION] name ...`: replayed as the client wrote it.
+    Set { name: String, sql: String },
+    /// `RESET name`.
+    Reset { name: String },
+    /// `RESET ALL` or `DISCARD ALL`.
+    ResetAll,
+}
+
+/// Recognises a single `SET`, `RESET` or `DISCARD ALL` statement. `SET LOCAL` and
+/// `SET TRANSACTION` are not session state; several statements in one query string are
+/// not looked into (the caller warns).
+pub fn classify(sql: &str) -> Option<SqlCommand> {
+    let text = sql.trim().trim_end_matches(';').trim_end();
+    if text.contains(';') {
+        return None;
+    }
+    let mut words = text.split_whitespace();
+    let first = words.next()?.to_ascii_lowercase();
+    match first.as_str() {
+        "set" => {
+            let mut word = words.next()?.to_ascii_lowercase();
+            if word == "session" {
+                word = words.next()?.to_ascii_lowercase();
+                if word == "characteristics" {
+                    return None;
+                }
+                if word == "authorization" {
+                    word = "session_authorization".into();
+                }
+            }
+            let name = match word.as_str() {
+                "local" | "transaction" | "constraints" => return None,
+                "time" => "timezone".to_owned(),
+                "names" => "client_encoding".to_owned(),
+                w => w.split('=').next().unwrap_or(w).to_owned(),
+            };
+            Some(SqlCommand::Set {
+                name,
+                sql: text.to_owned(),
+            })
+        }
+        "reset" => match words.next()?.to_ascii_lowercase().as_str() {
+            "all" => Some(SqlCommand::ResetAll),
+            "session" => Some(SqlCommand::Reset {
+                name: "session_authorization".into(),
+            }),
+            "time" => Some(SqlCommand::Reset {
+                name: "timezone".into(),
+            }),
+            name => Some(SqlCommand::Reset { name: name.into() }),
+        },
+        "discard" if words.next()?.eq_ignore_ascii_case("all") => Some(SqlCommand::ResetAll),
+        _ => None,
+    }
+}
+
+/// Whether a query string starts with SET (for the warning on what is not tracked).
+pub fn looks_like_set(sql: &str) -> bool {
+    sql.trim_start()
+        .get(..4)
+        .is_some_and(|w| w.eq_ignore_ascii_case("set "))
+}
+
+/// What a client's session should look like on any server connection.
+#[derive(Debug, Clone, Default)]
+pub struct ClientSettings {
+    /// Reported parameters as the client last saw them.
+    pub reported: Vec<(String, String)>,
+    /// Settings not reported by the server: (name, statement that sets it).
+    pub unreported: Vec<(String, String)>,
+}
+
+impl ClientSettings {
+    /// At login: a fresh connection's parameters (`baseline`) with the client's startup
+    /// settings on top; those the server does not report stay as statements.
+    pub fn for_login(
+        baseline: &[(String, String)],
+        startup: &[(String, String)],
+    ) -> ClientSettings {
+        let mut s = ClientSettings::default();
+        for (name, value) in baseline {
+            if !READ_ONLY.contains(&name.as_str()) {
+                s.reported.push((name.clone(), value.clone()));
+            }
+        }
+        for (name, value) in startup {
+            if let Some(slot) = s
+                .reported
+                .iter_mut()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            {
+                slot.1 = value.clone();
+            } else {
+                let sql = format!(
+                    "SELECT pg_catalog.set_config({}, {}, false)",
+                    quote_literal(name),
+                    quote_literal(value)
+                );
+                s.upsert(name, sql);
+            }
+        }
+        s
+    }
+
+    /// The ParameterStatus values the client is greeted with.
+    pub fn greeting(&self, baseline: &[(String, String)]) -> Vec<(String, String)> {
+        baseline
+            .iter()
+            .map(|(n, v)| match self.reported.iter().find(|(r, _)| r == n) {
+                Some((_, mine)) => (n.clone(), mine.clone()),
+                None => (n.clone(), v.clone()),
+            })
+            .collect()
+    }
+
+    /// Takes the reported parameters from the server connection the client just used.
+    pub fn snapshot(&mut self, server: &ServerConn) {
+        self.reported.clear();
+        for (name, value) in &server.params {
+            if !READ_ONLY.contains(&name.as_str()) {
+                self.reported.push((name.clone(), value.clone()));
+            }
+        }
+    }
+
+    /// Records a session command that succeeded on `server`.
+    pub fn apply(&mut self, command: SqlCommand, server: &ServerConn) {
+        match command {
+            SqlCommand::Set { name, sql } => {
+                if server.param(&name).is_none() {
+                    self.upsert(&name, sql);
+                }
+            }
+            SqlCommand::Reset { name } => self.unreported.retain(|(n, _)| *n != name),
+            SqlCommand::ResetAll => self.unreported.clear(),
+        }
+    }
+
+    fn upsert(&mut self, name: &str, sql: String) {
+        match self.unreported.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = sql,
+            None => self.unreported.push((name.to_owned(), sql)),
+        }
+    }
+
+    /// The statements that bring `server` to these settings, if any are needed.
+    pub fn sync_sql(&self, server: &ServerConn) -> Option<String> {
+        let mut statements = Vec::new();
+        let calls: Vec<String> = self
+            .reported
+            .iter()
+            .filter(|(n, v)| server.param(n).is_some_and(|cur| cur != v))
+            .map(|(n, v)| {
+                format!(
+                    "pg_catalog.set_config({}, {}, false)",
+                    quote_literal(n),
+                    quote_literal(v)
+                )
+            })
+            .collect();
+        if !calls.is_empty() {
+            statements.push(format!("SELECT {}", calls.join(", ")));
+        }
+        for (name, _) in &server.applied {
+            if !self.unreported.iter().any(|(n, _)| n == name) {
+                statements.push(reset_statement(name));
+            }
+        }
+        for (name, sql) in &self.unreported {
+            if !server.applied.iter().any(|(n, s)| n == name && s == sql) {
+                statements.push(sql.clone());
+            }
+        }
+        (!statements.is_empty()).then(|| statements.join("; "))
+    }
+}
+
+fn reset_statement(name: &str) -> String {
+    match name {
+        "session_authorization" => "RESET SESSION AUTHORIZATION".into(),
+        "role" => "RESET ROLE".into(),
+        n => format!("RESET {}", quote_ident(n)),
+    }
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// A string literal for any value (backslashes escaped with `E''`).
+pub fn quote_literal(s: &str) -> String {
+    if s.contains('\\') {
+        format!("E'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        format!("'{}'", s.replace('\'', "''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(name: &str, sql: &str) -> Option<SqlCommand> {
+        Some(SqlCommand::Set {
+            name: name.into(),
+            sql: sql.into(),
+        })
+    }
+
+    #[test]
+    fn classifies_session_commands() {
+        assert_eq!(
+            classify("SET search_path TO a, b;"),
+            set("search_path", "SET search_path TO a, b")
+        );
+        assert_eq!(
+            classify("set session work_mem='1MB'"),
+            set("work_mem", "set session work_mem='1MB'")
+        );
+        assert_eq!(
+            classify("SET statement_timeout=5"),
+            set("statement_timeout", "SET statement_timeout=5")
+        );
+        assert_eq!(
+            classify("SET TIME ZONE 'UTC'"),
+            set("timezone", "SET TIME ZONE 'UTC'")
+        );
+        assert_eq!(classify("set role reader"), set("role", "set role reader"));
+        assert_eq!(classify("SET LOCAL work_mem = 1"), None);
+        assert_eq!(classify("SET TRANSACTION READ ONLY"), None);
+        assert_eq!(
+            classify("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"),
+            None
+        );
+        assert_eq!(classify("set a = 1; set b = 2"), None);
+        assert_eq!(
+            classify("RESET work_mem"),
+            Some(SqlCommand::Reset {
+                name: "work_mem".into()
+            })
+        );
+        assert_eq!(classify("reset all"), Some(SqlCommand::ResetAll));
+        assert_eq!(classify("DISCARD ALL"), Some(SqlCommand::ResetAll));
+        assert_eq!(classify("DISCARD PLANS"), None);
+        assert_eq!(classify("select 1"), None);
+        assert_eq!(classify(""), None);
+        assert!(looks_like_set("  SET x = 1; select 1"));
+        assert!(!looks_like_set("select 'set '"));
+    }
+
+    #[test]
+    fn literals() {
+        assert_eq!(quote_literal("a'b"), "'a''b'");
+        assert_eq!(quote_literal(r"a\b"), r"E'a\\b'");
+    }
+}

@@ -1,0 +1,131 @@
+//! Transaction pooling: the client holds a server connection from the first message of a
+//! transaction to the ReadyForQuery that ends it, and each transaction goes to the node
+//! that fits the endpoint with the fewest transactions in flight.
+
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tracing::{info, warn};
+
+use crate::cluster::{ClusterState, EndpointState};
+use crate::pool::Release;
+use crate::protocol::next_message;
+use crate::protocol::sqlstate;
+use crate::state::State;
+
+use super::acquire::acquire;
+use super::conn::ClientConn;
+use super::error::ClientError;
+use super::prepared::ClientStatements;
+use super::pump::{pump, PumpEnd};
+use super::session::{greet, options, pump_end, run_on_server, set_cancel_target, Client};
+use super::settings::ClientSettings;
+
+/// What the client did while it held no server connection.
+enum Next {
+    /// A message is ready to be forwarded.
+    Message,
+    Terminate,
+    Closed,
+}
+
+/// Runs a transaction-mode session to its end.
+pub async fn run(
+    state: &State,
+    cluster: &ClusterState,
+    endpoint: &EndpointState,
+    conn: &mut ClientConn,
+    client: &Client<'_>,
+) -> Result<PumpEnd, ClientError> {
+    let opts = options(&cluster.config.pool, true);
+    let database = &client.params.database;
+    // Login: the parameters of a fresh server connection with the client's settings on
+    // top. Only the very first client of a (database, user) needs a server for that.
+    let baseline = match cluster.pools.baseline(database, &client.cred.user) {
+        Some(b) => b,
+        None => {
+            let (_slot, mut server) =
+                acquire(cluster, endpoint, database, client.cred, conn.max_message).await?;
+            server.release = Release::Reuse;
+            let params = server.params.clone();
+            server.pool().baseline_or(params)
+        }
+    };
+    let mut settings = ClientSettings::for_login(&baseline, &client.params.settings);
+    greet(conn, &settings.greeting(&baseline), client).await?;
+    if client.log {
+        info!("client connected");
+    }
+    let mut warned = false;
+    let mut statements = ClientStatements::default();
+    let max_prepared = cluster.config.pool.max_prepared_statements;
+    loop {
+        match wait_for_client(conn, opts.client_idle_timeout).await? {
+            Next::Message => {}
+            Next::Terminate => return Ok(PumpEnd::ClientTerminated),
+            Next::Closed => return Ok(PumpEnd::ClientClosed),
+        }
+        let (_slot, mut server) =
+            acquire(cluster, endpoint, database, client.cred, conn.max_message).await?;
+        if let Some(sql) = settings.sync_sql(&server) {
+            run_on_server(conn, &mut server, &sql).await?;
+            server.applied = settings.unreported.clone();
+        }
+        set_cancel_target(state, client.id, &server);
+        // Closed unless the pump says otherwise, as in session mode.
+        server.release = Release::Close;
+        let named = (max_prepared > 0).then_some((&mut statements, max_prepared));
+        let result = pump(conn, &mut server, opts, named).await;
+        server.release = result.release;
+        state.cancels.set_target(client.id, None);
+        if result.untracked_set && !warned {
+            warned = true;
+            warn!("SET outside a single simple-protocol statement is not carried to other server connections in transaction mode");
+        }
+        match result.end {
+            PumpEnd::TransactionDone => {
+                if let Some(command) = result.command {
+                    settings.apply(command, &server);
+                }
+                settings.snapshot(&server);
+                if server.applied != settings.unreported {
+                    server.applied = settings.unreported.clone();
+                }
+            }
+            end => return pump_end(end, &server),
+        }
+    }
+}
+
+/// Waits, holding no server connection, until the client has sent a whole message.
+async fn wait_for_client(
+    conn: &mut ClientConn,
+    idle_timeout: Option<Duration>,
+) -> Result<Next, ClientError> {
+    loop {
+        if let Some(h) = next_message(&conn.buf, conn.max_message)? {
+            return Ok(if h.tag == b'X' {
+                Next::Terminate
+            } else {
+                Next::Message
+            });
+        }
+        let read = conn.stream.read_buf(&mut conn.buf);
+        let n = match idle_timeout {
+            None => read.await,
+            Some(limit) => match tokio::time::timeout(limit, read).await {
+                Ok(n) => n,
+                Err(_) => {
+                    return Err(ClientError::fatal(
+                        sqlstate::IDLE_SESSION_TIMEOUT,
+                        "terminating connection due to client_idle_timeout",
+                    ))
+                }
+            },
+        };
+        match n {
+            Ok(0) | Err(_) => return Ok(Next::Closed),
+            Ok(_) => {}
+        }
+    }
+}

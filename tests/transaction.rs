@@ -1,0 +1,392 @@
+//! Transaction pooling: binding per transaction, balancing per transaction, errors,
+//! disconnects, COPY, settings that follow the client, timeouts and cancels.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const TXN: &str = "pool_mode = \"transaction\"";
+
+fn pgbench(addr: std::net::SocketAddr, args: &[&str]) -> (bool, String) {
+    run(std::process::Command::new("pgbench")
+        .args(["-n", "-h"])
+        .arg(addr.ip().to_string())
+        .arg("-p")
+        .arg(addr.port().to_string())
+        .args(["-U", "app"])
+        .args(args)
+        .arg("app")
+        .env("PGPASSWORD", "app"))
+}
+
+async fn pid(c: &tokio_postgres::Client) -> i32 {
+    c.query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_clients_over_four_connections_per_replica() {
+    let s = setup(2, "", "", &format!("{TXN}\ndefault_pool_size = 4")).await;
+    blocking(|| s.cluster.pgbench_init(1)).unwrap();
+    let reader = s.addr("reader");
+    for mode in ["simple", "extended"] {
+        let (ok, out) = blocking(|| {
+            pgbench(
+                reader,
+                &["-S", "-M", mode, "-c", "64", "-j", "2", "-t", "100"],
+            )
+        });
+        assert!(ok, "pgbench -M {mode}: {out}");
+        assert!(out.contains("actually processed: 6400/6400"), "{out}");
+    }
+    let sql = "select count(*) from pg_stat_activity where usename = 'app'";
+    for node in [1, 2] {
+        let n: usize = blocking(|| s.cluster.psql(node, sql))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            n <= 4,
+            "node {node} has {n} server connections for a pool of 4"
+        );
+    }
+    let main = s.main();
+    let xacts: Vec<u64> = main
+        .pools
+        .all()
+        .iter()
+        .map(|p| p.stats.snapshot().xacts)
+        .collect();
+    println!("transactions per pool: {xacts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_s_transactions_spread_over_the_replicas() {
+    let s = setup(2, "", "", TXN).await;
+    let c = app(s.addr("reader")).await;
+    let mut ports = HashMap::new();
+    for _ in 0..20 {
+        // One round trip, one transaction (query_one would be two: prepare, execute).
+        let rows = c
+            .simple_query("select pg_is_in_recovery()::text, inet_server_port()::text")
+            .await
+            .unwrap();
+        let Some(row) = rows.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        }) else {
+            panic!("no row")
+        };
+        assert_eq!(row.get(0), Some("true"));
+        *ports.entry(row.get(1).unwrap().to_owned()).or_insert(0) += 1;
+    }
+    assert_eq!(ports.len(), 2, "{ports:?}");
+    assert!(ports.values().all(|&n| n >= 8), "{ports:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_keeps_its_connection_through_errors() {
+    let s = setup(1, "", "", &format!("{TXN}\ndefault_pool_size = 2")).await;
+    let c = app(s.addr("writer")).await;
+    c.batch_execute("create table t(i int)").await.unwrap();
+    c.batch_execute("begin").await.unwrap();
+    let first = pid(&c).await;
+    c.batch_execute("create temp table tt(i int) on commit drop; insert into t values (1)")
+        .await
+        .unwrap();
+    assert_eq!(pid(&c).await, first);
+    let e = c.batch_execute("select 1/0").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "22012");
+    // Status 'E': still bound; the server refuses until ROLLBACK.
+    let e = c.batch_execute("select 1").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "25P02");
+    c.batch_execute("rollback").await.unwrap();
+    let n: i64 = c
+        .query_one("select count(*) from t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    // A transaction block with the extended protocol, and a pipelined batch.
+    let tx = {
+        let mut c = c;
+        let tx = c.transaction().await.unwrap();
+        let a: i32 = tx
+            .query_one("select pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        tx.execute("insert into t values ($1)", &[&5i32])
+            .await
+            .unwrap();
+        let b: i32 = tx
+            .query_one("select pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(a, b);
+        tx.commit().await.unwrap();
+        c
+    };
+    let (a, b, c3) = tokio::join!(
+        tx.query_one("select count(*) from t", &[]),
+        tx.query_one("select 2", &[]),
+        tx.query_one("select 3", &[])
+    );
+    assert_eq!(a.unwrap().get::<_, i64>(0), 1);
+    assert_eq!(b.unwrap().get::<_, i32>(0), 2);
+    assert_eq!(c3.unwrap().get::<_, i32>(0), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_mid_transaction_is_rolled_back() {
+    let s = setup(1, "", "", &format!("{TXN}\ndefault_pool_size = 1")).await;
+    let addr = s.addr("writer");
+    let c = app(addr).await;
+    c.batch_execute("create table left_open(i int)")
+        .await
+        .unwrap();
+    c.batch_execute("begin; insert into left_open values (1)")
+        .await
+        .unwrap();
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let c = app(addr).await;
+    let n: i64 = c
+        .query_one("select count(*) from left_open", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    let status: String = c
+        .query_one("select coalesce(max(state), 'none') from pg_stat_activity where usename = 'app' and state like 'idle in%'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "none");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_and_out() {
+    use futures_util::{SinkExt, StreamExt};
+    let s = setup(1, "", "", &format!("{TXN}\ndefault_pool_size = 1")).await;
+    let c = app(s.addr("writer")).await;
+    c.batch_execute("create table c(i int, t text)")
+        .await
+        .unwrap();
+    let sink = c.copy_in("copy c from stdin").await.unwrap();
+    futures_util::pin_mut!(sink);
+    for i in 0..1000 {
+        sink.feed(bytes::Bytes::from(format!("{i}\trow {i}\n")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(sink.as_mut().finish().await.unwrap(), 1000);
+    let stream = c
+        .copy_out("copy (select * from c order by i) to stdout")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(stream);
+    let mut text = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        text.extend_from_slice(&chunk.unwrap());
+    }
+    let text = String::from_utf8(text).unwrap();
+    assert_eq!(text.lines().count(), 1000);
+    assert!(text.starts_with("0\trow 0\n"));
+    // A COPY that fails in the middle leaves the connection usable for the next one.
+    let bad = c.copy_in("copy c from stdin").await.unwrap();
+    futures_util::pin_mut!(bad);
+    bad.send(bytes::Bytes::from_static(b"not a number\tx\n"))
+        .await
+        .unwrap();
+    assert!(bad.as_mut().finish().await.is_err());
+    let n: i64 = c
+        .query_one("select count(*) from c", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_settings_follow_the_client_and_stay_with_it() {
+    let s = setup(1, "", "", &format!("{TXN}\ndefault_pool_size = 2")).await;
+    let addr = s.addr("reader");
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1")
+        .port(addr.port())
+        .user("app")
+        .password("app")
+        .dbname("app")
+        .application_name("mine")
+        .options("-c statement_timeout=4321");
+    let (a, conn) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let b = app(addr).await;
+    a.batch_execute("SET search_path TO pg_catalog, public")
+        .await
+        .unwrap();
+    a.batch_execute("SET DateStyle = 'German'").await.unwrap();
+    let show = "select current_setting('application_name'), current_setting('statement_timeout'), current_setting('search_path'), current_setting('DateStyle')";
+    let mut a_pids = HashSet::new();
+    let mut b_pids = HashSet::new();
+    for _ in 0..6 {
+        // Interleave the two clients so their transactions swap server connections.
+        let row = a.query_one(show, &[]).await.unwrap();
+        assert_eq!(row.get::<_, String>(0), "mine");
+        assert_eq!(row.get::<_, String>(1), "4321ms");
+        assert_eq!(row.get::<_, String>(2), "pg_catalog, public");
+        assert_eq!(row.get::<_, String>(3), "German, DMY");
+        a_pids.insert(pid(&a).await);
+        let row = b.query_one(show, &[]).await.unwrap();
+        assert_ne!(row.get::<_, String>(0), "mine");
+        assert_eq!(row.get::<_, String>(1), "0");
+        assert_eq!(row.get::<_, String>(2), "\"$user\", public");
+        assert_eq!(row.get::<_, String>(3), "ISO, MDY");
+        b_pids.insert(pid(&b).await);
+    }
+    assert!(
+        a_pids.intersection(&b_pids).count() > 0,
+        "the clients did share connections: {a_pids:?} {b_pids:?}"
+    );
+    a.batch_execute("RESET search_path").await.unwrap();
+    let row = a.query_one(show, &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(2), "\"$user\", public");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_have_their_own_errors() {
+    let pool = format!("{TXN}\nclient_idle_timeout = \"700ms\"\nidle_transaction_timeout = \"700ms\"\nquery_timeout = \"1s\"");
+    let s = setup(1, "", "", &pool).await;
+    let addr = s.addr("reader");
+    // query_timeout: the client and its server connection end with 57014.
+    let c = app(addr).await;
+    let started = Instant::now();
+    let e = c.batch_execute("select pg_sleep(5)").await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(sqlstate(&e), "57014", "{e}");
+    // idle_transaction_timeout: 25P03.
+    let c = app(addr).await;
+    c.batch_execute("begin").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let e = c.batch_execute("select 1").await.unwrap_err();
+    assert!(e.is_closed() || sqlstate(&e) == "25P03", "{e}");
+    // client_idle_timeout: 57P05.
+    let c = app(addr).await;
+    c.batch_execute("select 1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(c.batch_execute("select 1").await.is_err());
+    // The raw error codes, as a client that reads them sees them.
+    let (ok, out) = blocking(|| {
+        psql(
+            addr,
+            "app",
+            "app",
+            "begin; select pg_sleep(0.1); \\! sleep 1.5\nselect 1",
+        )
+    });
+    assert!(!ok, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_wait_timeout_in_transaction_mode() {
+    let pool = format!("{TXN}\ndefault_pool_size = 1\nquery_wait_timeout = \"1s\"");
+    let s = setup(1, "", "", &pool).await;
+    let addr = s.addr("writer");
+    let holder = app(addr).await;
+    holder.batch_execute("begin").await.unwrap();
+    // Connecting works (no server connection is held between transactions)...
+    let waiter = app(addr).await;
+    // ...but a transaction waits for the only server connection, then fails clearly.
+    let e = waiter.batch_execute("select 1").await.unwrap_err();
+    assert!(e.is_closed() || sqlstate(&e) == "57P03", "{e}");
+    holder.batch_execute("commit").await.unwrap();
+    let again = app(addr).await;
+    again.batch_execute("select 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancels_reach_the_running_transaction_only() {
+    let s = setup(1, "", "", &format!("{TXN}\ndefault_pool_size = 1")).await;
+    let addr = s.addr("reader");
+    let a = app(addr).await;
+    let token = a.cancel_token();
+    let started = Instant::now();
+    let running = tokio::spawn(async move {
+        let r = a.batch_execute("select pg_sleep(30)").await;
+        (r, a)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let (r, a) = running.await.unwrap();
+    assert_eq!(sqlstate(&r.unwrap_err()), "57014");
+    assert!(started.elapsed() < Duration::from_millis(1300));
+    // A's transaction is over: its cancel key no longer points at the connection that
+    // B now uses (the only one, pool size 1).
+    let b = app(addr).await;
+    let b_query = tokio::spawn(async move { b.batch_execute("select pg_sleep(1)").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    b_query
+        .await
+        .unwrap()
+        .expect("B's query is not cancelled by A's key");
+    a.batch_execute("select 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_replica_takes_its_share_within_seconds() {
+    let s = setup(3, "", "", TXN).await;
+    blocking(|| s.cluster.pgbench_init(1)).unwrap();
+    let main = s.main();
+    blocking(|| s.cluster.stop(3)).unwrap();
+    wait_for("node 3 is down", Duration::from_secs(5), || {
+        main.nodes[3].health() != pgfleet::cluster::Health::Up
+    })
+    .await;
+    let reader = s.addr("reader");
+    let load =
+        std::thread::spawn(move || pgbench(reader, &["-S", "-c", "16", "-j", "2", "-T", "14"]));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    blocking(|| s.cluster.start_node(3)).unwrap();
+    wait_for("node 3 passes its checks", Duration::from_secs(10), || {
+        main.fits(&main.nodes[3], pgfleet::config::Role::Replica)
+    })
+    .await;
+    let up = Instant::now();
+    let commits = |s: &Setup| -> Vec<i64> {
+        [1, 2, 3]
+            .iter()
+            .map(|&n| {
+                let sql = "select xact_commit from pg_stat_database where datname = 'app'";
+                s.cluster.psql(n, sql).unwrap().parse().unwrap()
+            })
+            .collect()
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = blocking(|| commits(&s));
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(up.elapsed())).await;
+    let after = blocking(|| commits(&s));
+    let delta: Vec<i64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    let total: i64 = delta.iter().sum();
+    let share = delta[2] as f64 / total as f64;
+    println!(
+        "transactions per replica in the 4 s after node 3 joined: {delta:?} (share {share:.2})"
+    );
+    assert!(
+        share >= 0.25,
+        "the joining replica took {share:.2} of {delta:?}"
+    );
+    let (ok, out) = load.join().unwrap();
+    assert!(ok, "{out}");
+}
