@@ -260,42 +260,70 @@ async fn session_settings_follow_the_client_and_stay_with_it() {
     assert_eq!(row.get::<_, String>(2), "\"$user\", public");
 }
 
+/// Sends `sql` as a simple query on a raw session and returns everything up to the
+/// connection's end, within 5 s.
+async fn until_closed(sock: &mut tokio::net::TcpStream, sql: Option<&str>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if let Some(sql) = sql {
+        let mut out = bytes::BytesMut::new();
+        postgres_protocol::message::frontend::query(sql, &mut out).unwrap();
+        sock.write_all(&out).await.unwrap();
+    }
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut got))
+        .await
+        .expect("closed within 5 s")
+        .unwrap();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_have_their_own_errors() {
-    let pool = format!("{TXN}\nclient_idle_timeout = \"700ms\"\nidle_transaction_timeout = \"700ms\"\nquery_timeout = \"1s\"");
-    let s = setup(1, "", "", &pool).await;
+    timeouts_in(TXN).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_in_session_mode_too() {
+    timeouts_in("pool_mode = \"session\"").await;
+}
+
+async fn timeouts_in(mode: &str) {
+    let pool = format!("{mode}\nclient_idle_timeout = \"700ms\"\nidle_transaction_timeout = \"700ms\"\nquery_timeout = \"1s\"");
+    let s = setup(1, "auth_type = \"trust\"", "", &pool).await;
     let addr = s.addr("reader");
-    // query_timeout: the client and its server connection end with 57014.
-    let c = app(addr).await;
+    // query_timeout: 57014, and the connection ends.
+    let mut sock = raw_session(addr).await;
     let started = Instant::now();
-    let e = c.batch_execute("select pg_sleep(5)").await.unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
-    assert_eq!(sqlstate(&e), "57014", "{e}");
+    let got = until_closed(&mut sock, Some("select pg_sleep(5)")).await;
+    assert!(got.contains("57014") && got.contains("query_timeout"), "{got}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     // idle_transaction_timeout: 25P03.
-    let c = app(addr).await;
-    c.batch_execute("begin").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let e = c.batch_execute("select 1").await.unwrap_err();
-    assert!(e.is_closed() || sqlstate(&e) == "25P03", "{e}");
+    let mut sock = raw_session(addr).await;
+    let started = Instant::now();
+    read_until_sent(&mut sock, "begin").await;
+    let got = until_closed(&mut sock, None).await;
+    assert!(got.contains("25P03") && got.contains("idle_transaction_timeout"), "{got}");
+    assert!(started.elapsed() >= Duration::from_millis(700));
     // client_idle_timeout: 57P05.
-    let c = app(addr).await;
-    c.batch_execute("select 1").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert!(c.batch_execute("select 1").await.is_err());
-    // The raw error codes, as a client that reads them sees them.
-    let (ok, out) = blocking(|| {
-        psql(
-            addr,
-            "app",
-            "app",
-            "begin; select pg_sleep(0.1); \\! sleep 1.5\nselect 1",
-        )
-    });
-    assert!(!ok, "{out}");
+    let mut sock = raw_session(addr).await;
+    read_until_sent(&mut sock, "select 1").await;
+    let got = until_closed(&mut sock, None).await;
+    assert!(got.contains("57P05") && got.contains("client_idle_timeout"), "{got}");
+    // A busy client is not idle: queries every 300 ms keep it connected past 700 ms.
+    let c = connect(addr, "trustuser", "").await.unwrap();
+    for _ in 0..5 {
+        c.batch_execute("select 1").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Runs one simple query on a raw session and waits for its ReadyForQuery.
+async fn read_until_sent(sock: &mut tokio::net::TcpStream, sql: &str) {
+    use tokio::io::AsyncWriteExt;
+    let mut out = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::query(sql, &mut out).unwrap();
+    sock.write_all(&out).await.unwrap();
+    read_until(sock, &[b'Z', 0, 0, 0, 5]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
