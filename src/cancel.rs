@@ -1,63 +1,75 @@
 //! Cancel keys: each client gets a (pid, key) pair from pgfleet; a CancelRequest with
 //! that pair is forwarded to the server connection running the client's query.
+//!
+//! The registry's lock is taken when a client connects or leaves and for each cancel
+//! request; pointing a client at the server connection of its next transaction only
+//! touches that client's own slot.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::cluster::Node;
+
 /// Where a client's queries currently run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CancelTarget {
-    pub addr: String,
+    pub node: Arc<Node>,
     pub pid: u32,
     pub key: u32,
 }
 
+/// One client's key and current server connection.
 #[derive(Debug)]
-struct Entry {
+pub struct CancelSlot {
     key: u32,
-    target: Option<CancelTarget>,
+    target: Mutex<Option<CancelTarget>>,
 }
 
-/// Every connected client's cancel key and current server.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl CancelSlot {
+    /// Sets (or clears) the server connection the client's queries run on.
+    pub fn set(&self, target: Option<CancelTarget>) {
+        *lock(&self.target) = target;
+    }
+}
+
+/// Every connected client's cancel slot, by pid.
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
-    clients: Mutex<HashMap<u32, Entry>>,
+    clients: Mutex<HashMap<u32, Arc<CancelSlot>>>,
 }
 
 impl CancelRegistry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Entry>> {
-        self.clients.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Registers a client under its pid with its key.
-    pub fn register(&self, pid: u32, key: u32) {
-        self.lock().insert(pid, Entry { key, target: None });
-    }
-
-    /// Sets (or clears) the server connection the client's queries run on.
-    pub fn set_target(&self, pid: u32, target: Option<CancelTarget>) {
-        if let Some(e) = self.lock().get_mut(&pid) {
-            e.target = target;
-        }
+    pub fn register(&self, pid: u32, key: u32) -> Arc<CancelSlot> {
+        let slot = Arc::new(CancelSlot {
+            key,
+            target: Mutex::new(None),
+        });
+        lock(&self.clients).insert(pid, slot.clone());
+        slot
     }
 
     pub fn unregister(&self, pid: u32) {
-        self.lock().remove(&pid);
+        lock(&self.clients).remove(&pid);
     }
 
     /// The server to cancel for (pid, key), if the key matches and a query can run.
     pub fn lookup(&self, pid: u32, key: u32) -> Option<CancelTarget> {
-        let clients = self.lock();
-        let e = clients.get(&pid)?;
+        let slot = lock(&self.clients).get(&pid).cloned()?;
         // Compare without an early exit on the first differing bit.
-        if (e.key ^ key) != 0 {
+        if (slot.key ^ key) != 0 {
             return None;
         }
-        e.target.clone()
+        let target = lock(&slot.target).clone();
+        target
     }
 }
 
@@ -69,7 +81,7 @@ pub async fn send_cancel(target: &CancelTarget) -> std::io::Result<()> {
         target.key as i32,
         &mut out,
     );
-    let mut stream = TcpStream::connect(&target.addr).await?;
+    let mut stream = TcpStream::connect(&target.node.addr).await?;
     stream.write_all(&out).await?;
     stream.shutdown().await
 }
@@ -81,18 +93,19 @@ mod tests {
     #[test]
     fn lookup_needs_the_right_key_and_a_target() {
         let r = CancelRegistry::default();
-        r.register(7, 42);
-        assert_eq!(r.lookup(7, 42), None);
-        let t = CancelTarget {
-            addr: "127.0.0.1:5432".into(),
+        let slot = r.register(7, 42);
+        assert!(r.lookup(7, 42).is_none());
+        slot.set(Some(CancelTarget {
+            node: Arc::new(Node::new(0, "127.0.0.1:5432".into(), 1)),
             pid: 100,
             key: 5,
-        };
-        r.set_target(7, Some(t.clone()));
-        assert_eq!(r.lookup(7, 42), Some(t));
-        assert_eq!(r.lookup(7, 43), None);
-        assert_eq!(r.lookup(8, 42), None);
+        }));
+        assert_eq!(r.lookup(7, 42).map(|t| t.pid), Some(100));
+        assert!(r.lookup(7, 43).is_none());
+        assert!(r.lookup(8, 42).is_none());
+        slot.set(None);
+        assert!(r.lookup(7, 42).is_none());
         r.unregister(7);
-        assert_eq!(r.lookup(7, 42), None);
+        assert!(r.lookup(7, 42).is_none());
     }
 }

@@ -295,20 +295,33 @@ async fn timeouts_in(mode: &str) {
     let mut sock = raw_session(addr).await;
     let started = Instant::now();
     let got = until_closed(&mut sock, Some("select pg_sleep(5)")).await;
-    assert!(got.contains("57014") && got.contains("query_timeout"), "{got}");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        got.contains("57014") && got.contains("query_timeout"),
+        "{got}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     // idle_transaction_timeout: 25P03.
     let mut sock = raw_session(addr).await;
     let started = Instant::now();
     read_until_sent(&mut sock, "begin").await;
     let got = until_closed(&mut sock, None).await;
-    assert!(got.contains("25P03") && got.contains("idle_transaction_timeout"), "{got}");
+    assert!(
+        got.contains("25P03") && got.contains("idle_transaction_timeout"),
+        "{got}"
+    );
     assert!(started.elapsed() >= Duration::from_millis(700));
     // client_idle_timeout: 57P05.
     let mut sock = raw_session(addr).await;
     read_until_sent(&mut sock, "select 1").await;
     let got = until_closed(&mut sock, None).await;
-    assert!(got.contains("57P05") && got.contains("client_idle_timeout"), "{got}");
+    assert!(
+        got.contains("57P05") && got.contains("client_idle_timeout"),
+        "{got}"
+    );
     // A busy client is not idle: queries every 300 ms keep it connected past 700 ms.
     let c = connect(addr, "trustuser", "").await.unwrap();
     for _ in 0..5 {

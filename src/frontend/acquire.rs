@@ -5,7 +5,10 @@ use tokio::time::timeout_at;
 
 use crate::balance;
 use crate::cluster::{health, ClusterState, EndpointState, SessionSlot};
-use crate::pool::{CheckoutError, Credentials, PooledConn, ServerError};
+use std::sync::Arc;
+
+use crate::cluster::Node;
+use crate::pool::{CheckoutError, Credentials, Pool, PooledConn, ServerError};
 use crate::protocol::sqlstate;
 
 use super::error::ClientError;
@@ -18,6 +21,7 @@ pub async fn acquire(
     database: &str,
     cred: &Credentials,
     max_message: usize,
+    cache: &mut PoolCache,
 ) -> Result<(SessionSlot, PooledConn), ClientError> {
     let config = &cluster.config.pool;
     let deadline = tokio::time::Instant::now() + config.query_wait_timeout;
@@ -39,9 +43,7 @@ pub async fn acquire(
             continue;
         };
         let slot = SessionSlot::new(node.clone(), endpoint.index);
-        let pool = cluster
-            .pools
-            .get(&node, database, cred, config, max_message);
+        let pool = cache.get(cluster, &node, database, cred, max_message);
         match pool.checkout(&cluster.pools, deadline).await {
             Ok(server) => return Ok((slot, server)),
             Err(CheckoutError::Timeout) => {
@@ -56,6 +58,7 @@ pub async fn acquire(
                     continue;
                 }
                 cluster.pools.forget_if_unused(&pool);
+                cache.forget(node.index);
                 return Err(ClientError::Server(f));
             }
             Err(CheckoutError::Server(e @ (ServerError::Io(_) | ServerError::Timeout(_)))) => {
@@ -68,6 +71,41 @@ pub async fn acquire(
                     format!("server login failed: {e}"),
                 ));
             }
+        }
+    }
+}
+
+/// One client's pools by node index, so a transaction finds its pool without the pool
+/// set's lock and without building a key.
+#[derive(Debug, Default)]
+pub struct PoolCache {
+    pools: Vec<Option<Arc<Pool>>>,
+}
+
+impl PoolCache {
+    fn get(
+        &mut self,
+        cluster: &ClusterState,
+        node: &Arc<Node>,
+        database: &str,
+        cred: &Credentials,
+        max_message: usize,
+    ) -> Arc<Pool> {
+        if let Some(Some(pool)) = self.pools.get(node.index) {
+            return pool.clone();
+        }
+        let config = &cluster.config.pool;
+        let pool = cluster.pools.get(node, database, cred, config, max_message);
+        if self.pools.len() <= node.index {
+            self.pools.resize(node.index + 1, None);
+        }
+        self.pools[node.index] = Some(pool.clone());
+        pool
+    }
+
+    fn forget(&mut self, node: usize) {
+        if let Some(slot) = self.pools.get_mut(node) {
+            *slot = None;
         }
     }
 }

@@ -113,17 +113,18 @@ async fn handle_client(
     conn.max_message = general.max_message_size;
     let span = tracing::info_span!("session", user = %params.user, db = %params.database);
     let key: u32 = rand::random();
-    state.cancels.register(id, key);
+    let cancel = state.cancels.register(id, key);
     let client = session::Client {
         id,
         key,
+        cancel: &cancel,
         params: &params,
         cred: &cred,
         connected_at,
         log: general.log_connections,
     };
     let ep = &cluster.endpoints[endpoint];
-    let run = session::run(&state, &cluster, ep, &mut conn, client);
+    let run = session::run(&cluster, ep, &mut conn, client);
     let result = until_stopped(stop, run).instrument(span).await;
     state.cancels.unregister(id);
     match result {
@@ -164,9 +165,9 @@ async fn refuse(conn: &mut ClientConn, e: ClientError) {
 async fn cancel(state: &State, pid: u32, key: u32) {
     match state.cancels.lookup(pid, key) {
         Some(target) => {
-            info!(client = pid, node = %target.addr, server_pid = target.pid, "cancel request forwarded");
+            info!(client = pid, node = %target.node.addr, server_pid = target.pid, "cancel request forwarded");
             if let Err(e) = send_cancel(&target).await {
-                warn!(node = %target.addr, error = %e, "cancel request could not be sent");
+                warn!(node = %target.node.addr, error = %e, "cancel request could not be sent");
             }
         }
         None => debug!(

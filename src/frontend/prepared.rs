@@ -28,6 +28,13 @@ pub struct ClientStatements {
     map: HashMap<String, Arc<Statement>>,
 }
 
+impl ClientStatements {
+    /// DISCARD ALL took effect: the client has no statement left.
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+}
+
 /// A response pgfleet must pass on or swallow: one entry per Parse or Close sent to the
 /// server, in order, with the Sync epoch it belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,12 +203,6 @@ impl Rewriter<'_> {
             }
             None => false,
         }
-    }
-
-    /// DISCARD ALL: the server and the client forget every statement.
-    pub fn discard_all(&mut self) {
-        self.server.clear();
-        self.client.map.clear();
     }
 }
 

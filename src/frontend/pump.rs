@@ -6,12 +6,13 @@
 //! so the connection can go back to the pool. The idle and query timeouts are watched on
 //! the server side of the pump: while the server has nothing to send, that read waits.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::pool::{record_parameter, PooledConn, Release};
+use crate::pool::{record_parameter, PoolStats, PooledConn, Release};
 use crate::protocol::frame::{announced_size, body, read_cstr};
 use crate::protocol::{next_message, ProtocolError};
 
@@ -59,8 +60,8 @@ pub struct PumpResult {
     pub end: PumpEnd,
     /// What the server connection needs before it is reused.
     pub release: Release,
-    /// A session command (SET, RESET, DISCARD ALL) that succeeded.
-    pub command: Option<SqlCommand>,
+    /// Session commands (SET, RESET, DISCARD ALL) that took effect, in order.
+    pub commands: Vec<SqlCommand>,
     /// The client sent a SET that pgfleet could not follow (extended protocol, several
     /// statements, or inside a larger batch).
     pub untracked_set: bool,
@@ -79,8 +80,9 @@ pub async fn pump(
     let pool = server.pool().clone();
     let stats = &pool.stats;
     let track = Track::default();
+    let counts = Counts::default();
     let expected = Expected::default();
-    let untracked_set = std::sync::atomic::AtomicBool::new(false);
+    let untracked_set = AtomicBool::new(false);
     let sc = &mut **server;
     let (mut sr, mut sw) = sc.stream.split();
     let (sbuf, params) = (&mut sc.buf, &mut sc.params);
@@ -143,7 +145,7 @@ pub async fn pump(
                     return PumpEnd::ServerClosed;
                 }
                 cbuf.advance(off);
-                stats.add_received(off);
+                counts.received.fetch_add(off as u64, Ordering::Relaxed);
             }
             if terminated {
                 return PumpEnd::ClientTerminated;
@@ -234,7 +236,7 @@ pub async fn pump(
                     return PumpEnd::ClientClosed;
                 }
                 sbuf.advance(off);
-                stats.add_sent(off, queries, xacts);
+                counts.sent(off, queries, xacts, stats);
                 if queries > 0 {
                     idle_since = Instant::now();
                 }
@@ -250,6 +252,7 @@ pub async fn pump(
         end = client_to_server => end,
         end = server_to_client => end,
     };
+    counts.flush(stats);
     let clean = track.quiet() && sbuf.is_empty();
     let release = match end {
         PumpEnd::TransactionDone => Release::Reuse,
@@ -266,16 +269,43 @@ pub async fn pump(
         }
         _ => Release::Close,
     };
-    let command = if track.quiet() && track.status() == b'I' {
-        track.take_command()
-    } else {
-        None
-    };
     PumpResult {
         end,
         release,
-        command,
-        untracked_set: untracked_set.into_inner(),
+        commands: track.take_commands(),
+        untracked_set: untracked_set.into_inner() || track.untracked_set(),
+    }
+}
+
+/// Traffic of this pump, added to the pool's shared counters every `FLUSH_EVERY`
+/// batches and at the end: no shared cache line written per round trip.
+#[derive(Debug, Default)]
+struct Counts {
+    received: AtomicU64,
+    sent: AtomicU64,
+    queries: AtomicU64,
+    xacts: AtomicU64,
+    batches: AtomicU64,
+}
+
+const FLUSH_EVERY: u64 = 64;
+
+impl Counts {
+    fn sent(&self, bytes: usize, queries: u64, xacts: u64, stats: &PoolStats) {
+        self.sent.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.queries.fetch_add(queries, Ordering::Relaxed);
+        self.xacts.fetch_add(xacts, Ordering::Relaxed);
+        if self.batches.fetch_add(1, Ordering::Relaxed) + 1 >= FLUSH_EVERY {
+            self.flush(stats);
+        }
+    }
+
+    fn flush(&self, stats: &PoolStats) {
+        self.batches.store(0, Ordering::Relaxed);
+        stats.add_received(self.received.swap(0, Ordering::Relaxed) as usize);
+        let sent = self.sent.swap(0, Ordering::Relaxed) as usize;
+        let queries = self.queries.swap(0, Ordering::Relaxed);
+        stats.add_sent(sent, queries, self.xacts.swap(0, Ordering::Relaxed));
     }
 }
 
@@ -289,15 +319,6 @@ fn rewrite(rw: &mut Rewriter<'_>, m: &[u8], out: &mut BytesMut) -> bool {
             let Some(sql) = read_cstr(body(m), &mut pos) else {
                 return false;
             };
-            if classify(sql) == Some(SqlCommand::ResetAll)
-                && sql
-                    .trim_start()
-                    .get(..7)
-                    .is_some_and(|w| w.eq_ignore_ascii_case("discard"))
-            {
-                rw.discard_all();
-                return false;
-            }
             rw.deallocate(sql, out)
         }
         _ => false,
@@ -342,9 +363,10 @@ fn same(a: &PumpEnd, b: &PumpEnd) -> bool {
     std::mem::discriminant(a) == std::mem::discriminant(b)
 }
 
-/// Notes a SET/RESET/DISCARD ALL sent as the only statement of a simple query outside
-/// a transaction block; flags one pgfleet cannot follow.
-fn watch_session_command(track: &Track, message: &[u8], untracked: &std::sync::atomic::AtomicBool) {
+/// Notes a SET/RESET/DISCARD ALL sent as the only statement of a simple query (its
+/// ReadyForQuery tells whether it ran outside a transaction block); flags a SET that
+/// pgfleet cannot follow (extended protocol, several statements in one query).
+fn watch_session_command(track: &Track, message: &[u8], untracked: &AtomicBool) {
     let mut pos = 0;
     let b = body(message);
     let sql = if message[0] == b'P' {
@@ -353,10 +375,9 @@ fn watch_session_command(track: &Track, message: &[u8], untracked: &std::sync::a
         read_cstr(b, &mut pos)
     };
     let Some(sql) = sql else { return };
-    let alone = message[0] == b'Q' && track.quiet() && track.status() == b'I';
     match classify(sql) {
-        Some(command) if alone => track.session_command(command),
-        _ if looks_like_set(sql) => untracked.store(true, std::sync::atomic::Ordering::Relaxed),
+        Some(command) if message[0] == b'Q' => track.session_command(command),
+        _ if looks_like_set(sql) => untracked.store(true, Ordering::Relaxed),
         _ => {}
     }
 }

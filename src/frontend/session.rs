@@ -5,15 +5,14 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
-use crate::cancel::CancelTarget;
+use crate::cancel::{CancelSlot, CancelTarget};
 use crate::cluster::{ClusterState, EndpointState};
 use crate::config::{self, PoolMode};
 use crate::pool::{Credentials, PooledConn, Release};
 use crate::protocol::backend as msg;
 use crate::protocol::sqlstate;
-use crate::state::State;
 
-use super::acquire::acquire;
+use super::acquire::{acquire, PoolCache};
 use super::conn::ClientConn;
 use super::error::ClientError;
 use super::pump::{pump, PumpEnd, PumpOptions};
@@ -27,6 +26,8 @@ pub struct Client<'a> {
     pub key: u32,
     pub params: &'a StartupParams,
     pub cred: &'a Credentials,
+    /// Where this client's cancel requests go.
+    pub cancel: &'a CancelSlot,
     /// When the client connected, for the disconnect line's duration.
     pub connected_at: Instant,
     /// `log_connections`.
@@ -36,15 +37,14 @@ pub struct Client<'a> {
 /// Runs the session to its end; returns how it ended. An error is for the caller to
 /// send to the client.
 pub async fn run(
-    state: &State,
     cluster: &ClusterState,
     endpoint: &EndpointState,
     conn: &mut ClientConn,
     client: Client<'_>,
 ) -> Result<PumpEnd, ClientError> {
     let result = match cluster.config.pool.pool_mode {
-        PoolMode::Session => session_mode(state, cluster, endpoint, conn, &client).await,
-        PoolMode::Transaction => transaction::run(state, cluster, endpoint, conn, &client).await,
+        PoolMode::Session => session_mode(cluster, endpoint, conn, &client).await,
+        PoolMode::Transaction => transaction::run(cluster, endpoint, conn, &client).await,
     };
     if client.log {
         info!(
@@ -57,21 +57,28 @@ pub async fn run(
 }
 
 async fn session_mode(
-    state: &State,
     cluster: &ClusterState,
     endpoint: &EndpointState,
     conn: &mut ClientConn,
     client: &Client<'_>,
 ) -> Result<PumpEnd, ClientError> {
     let database = &client.params.database;
-    let (slot, mut server) =
-        acquire(cluster, endpoint, database, client.cred, conn.max_message).await?;
+    let mut pools = PoolCache::default();
+    let (slot, mut server) = acquire(
+        cluster,
+        endpoint,
+        database,
+        client.cred,
+        conn.max_message,
+        &mut pools,
+    )
+    .await?;
     if client.log {
         info!(node = %slot.node.addr, server_pid = server.backend_pid, "client connected");
     }
     apply_settings(conn, &mut server, client.params).await?;
     greet(conn, &server.params, client).await?;
-    set_cancel_target(state, client.id, &server);
+    set_cancel_target(client.cancel, &server);
     // Until the pump says otherwise the connection may be mid-query: if the session is
     // dropped while pumping (shutdown), it must be closed, not reset and reused.
     server.release = Release::Close;
@@ -83,7 +90,7 @@ async fn session_mode(
     )
     .await;
     server.release = result.release;
-    state.cancels.set_target(client.id, None);
+    client.cancel.set(None);
     pump_end(result.end, &server)
 }
 
@@ -113,15 +120,12 @@ pub async fn greet(
 }
 
 /// Cancel requests with the client's key now reach this server connection.
-pub fn set_cancel_target(state: &State, client: u32, server: &PooledConn) {
-    state.cancels.set_target(
-        client,
-        Some(CancelTarget {
-            addr: server.pool().node.addr.clone(),
-            pid: server.backend_pid,
-            key: server.backend_key,
-        }),
-    );
+pub fn set_cancel_target(cancel: &CancelSlot, server: &PooledConn) {
+    cancel.set(Some(CancelTarget {
+        node: server.pool().node.clone(),
+        pid: server.backend_pid,
+        key: server.backend_key,
+    }));
 }
 
 /// How a pump end reads as the session's result.

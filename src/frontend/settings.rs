@@ -22,8 +22,10 @@ pub enum SqlCommand {
     Set { name: String, sql: String },
     /// `RESET name`.
     Reset { name: String },
-    /// `RESET ALL` or `DISCARD ALL`.
+    /// `RESET ALL`.
     ResetAll,
+    /// `DISCARD ALL`: RESET ALL, and every prepared statement is gone too.
+    DiscardAll,
 }
 
 /// Recognises a single `SET`, `RESET` or `DISCARD ALL` statement. `SET LOCAL` and
@@ -69,7 +71,7 @@ pub fn classify(sql: &str) -> Option<SqlCommand> {
             }),
             name => Some(SqlCommand::Reset { name: name.into() }),
         },
-        "discard" if words.next()?.eq_ignore_ascii_case("all") => Some(SqlCommand::ResetAll),
+        "discard" if words.next()?.eq_ignore_ascii_case("all") => Some(SqlCommand::DiscardAll),
         _ => None,
     }
 }
@@ -152,7 +154,7 @@ impl ClientSettings {
                 }
             }
             SqlCommand::Reset { name } => self.unreported.retain(|(n, _)| *n != name),
-            SqlCommand::ResetAll => self.unreported.clear(),
+            SqlCommand::ResetAll | SqlCommand::DiscardAll => self.unreported.clear(),
         }
     }
 
@@ -260,7 +262,7 @@ mod tests {
             })
         );
         assert_eq!(classify("reset all"), Some(SqlCommand::ResetAll));
-        assert_eq!(classify("DISCARD ALL"), Some(SqlCommand::ResetAll));
+        assert_eq!(classify("DISCARD ALL"), Some(SqlCommand::DiscardAll));
         assert_eq!(classify("DISCARD PLANS"), None);
         assert_eq!(classify("select 1"), None);
         assert_eq!(classify(""), None);

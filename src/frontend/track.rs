@@ -19,10 +19,27 @@ pub struct Track {
     /// nanoseconds after `epoch` plus one (0: nothing in flight).
     busy_since: AtomicU64,
     epoch: Instant,
-    /// A session command (SET, RESET, DISCARD ALL) sent as a single simple query outside
-    /// a transaction block, and whether an error came back for it.
-    command: Mutex<Option<(SqlCommand, bool)>>,
-    has_command: AtomicBool,
+    /// Requests (Query, Sync, FunctionCall) sent and answered (ReadyForQuery): the
+    /// n-th request is answered by the n-th ReadyForQuery.
+    sent: AtomicU64,
+    answered: AtomicU64,
+    /// Session commands (SET, RESET, DISCARD ALL) sent as single-statement queries,
+    /// until their ReadyForQuery says whether they took effect outside a transaction.
+    commands: Mutex<Vec<Pending>>,
+    has_commands: AtomicBool,
+    /// A SET that ran inside a transaction block: it outlives the transaction on that
+    /// server connection only.
+    untracked: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Pending {
+    command: SqlCommand,
+    /// The request number of its Query.
+    request: u64,
+    failed: bool,
+    /// Answered: true if it ran outside a transaction block without error.
+    done: Option<bool>,
 }
 
 impl Default for Track {
@@ -33,8 +50,11 @@ impl Default for Track {
             unsynced: AtomicBool::new(false),
             busy_since: AtomicU64::new(0),
             epoch: Instant::now(),
-            command: Mutex::new(None),
-            has_command: AtomicBool::new(false),
+            sent: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            commands: Mutex::new(Vec::new()),
+            has_commands: AtomicBool::new(false),
+            untracked: AtomicBool::new(false),
         }
     }
 }
@@ -48,6 +68,7 @@ impl Track {
     pub fn client_message(&self, tag: u8) {
         match tag {
             b'Q' | b'F' | b'S' => {
+                self.sent.fetch_add(1, Ordering::Relaxed);
                 if self.pending.fetch_add(1, Ordering::Relaxed) == 0 {
                     self.mark_busy();
                 }
@@ -62,18 +83,28 @@ impl Track {
         }
     }
 
-    /// Remembers a session command the client sent, to replay it on other server
-    /// connections once it succeeded.
+    /// Remembers a session command in the Query about to be sent, to replay it on
+    /// other server connections if it takes effect.
     pub fn session_command(&self, command: SqlCommand) {
-        *lock(&self.command) = Some((command, false));
-        self.has_command.store(true, Ordering::Relaxed);
+        let request = self.sent.load(Ordering::Relaxed);
+        lock(&self.commands).push(Pending {
+            command,
+            request,
+            failed: false,
+            done: None,
+        });
+        self.has_commands.store(true, Ordering::Relaxed);
     }
 
-    /// An ErrorResponse from the server: a pending session command failed.
+    /// An ErrorResponse from the server: the request being answered failed.
     pub fn server_error(&self) {
-        if self.has_command.load(Ordering::Relaxed) {
-            if let Some((_, failed)) = lock(&self.command).as_mut() {
-                *failed = true;
+        if self.has_commands.load(Ordering::Relaxed) {
+            let request = self.answered.load(Ordering::Relaxed);
+            for p in lock(&self.commands)
+                .iter_mut()
+                .filter(|p| p.request == request)
+            {
+                p.failed = true;
             }
         }
     }
@@ -81,6 +112,19 @@ impl Track {
     /// A ReadyForQuery from the server with `status`.
     pub fn ready_for_query(&self, status: u8) {
         self.status.store(status, Ordering::Relaxed);
+        let request = self.answered.fetch_add(1, Ordering::Relaxed);
+        if self.has_commands.load(Ordering::Relaxed) {
+            for p in lock(&self.commands)
+                .iter_mut()
+                .filter(|p| p.request == request)
+            {
+                let outside = status == b'I';
+                if !outside && matches!(p.command, SqlCommand::Set { .. }) {
+                    self.untracked.store(true, Ordering::Relaxed);
+                }
+                p.done = Some(outside && !p.failed);
+            }
+        }
         let left = self
             .pending
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| p.checked_sub(1))
@@ -97,15 +141,28 @@ impl Track {
         self.busy_since.store(ns + 1, Ordering::Relaxed);
     }
 
-    /// The session command that completed without error, once the server is idle.
-    pub fn take_command(&self) -> Option<SqlCommand> {
-        if !self.has_command.swap(false, Ordering::Relaxed) {
-            return None;
+    /// The session commands that took effect, in order; forgets all answered ones.
+    pub fn take_commands(&self) -> Vec<SqlCommand> {
+        if !self.has_commands.load(Ordering::Relaxed) {
+            return Vec::new();
         }
-        match lock(&self.command).take() {
-            Some((command, false)) => Some(command),
-            _ => None,
-        }
+        let mut commands = lock(&self.commands);
+        let mut taken = Vec::new();
+        commands.retain_mut(|p| match p.done {
+            Some(ok) => {
+                if ok {
+                    taken.push(std::mem::replace(&mut p.command, SqlCommand::ResetAll));
+                }
+                false
+            }
+            None => true,
+        });
+        taken
+    }
+
+    /// Whether a SET ran inside a transaction block.
+    pub fn untracked_set(&self) -> bool {
+        self.untracked.load(Ordering::Relaxed)
     }
 
     /// No request in flight and no unsynced extended-protocol messages.

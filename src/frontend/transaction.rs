@@ -11,15 +11,14 @@ use crate::cluster::{ClusterState, EndpointState};
 use crate::pool::Release;
 use crate::protocol::next_message;
 use crate::protocol::sqlstate;
-use crate::state::State;
 
-use super::acquire::acquire;
+use super::acquire::{acquire, PoolCache};
 use super::conn::ClientConn;
 use super::error::ClientError;
 use super::prepared::ClientStatements;
 use super::pump::{pump, PumpEnd};
 use super::session::{greet, options, pump_end, run_on_server, set_cancel_target, Client};
-use super::settings::ClientSettings;
+use super::settings::{ClientSettings, SqlCommand};
 
 /// What the client did while it held no server connection.
 enum Next {
@@ -31,7 +30,6 @@ enum Next {
 
 /// Runs a transaction-mode session to its end.
 pub async fn run(
-    state: &State,
     cluster: &ClusterState,
     endpoint: &EndpointState,
     conn: &mut ClientConn,
@@ -41,11 +39,19 @@ pub async fn run(
     let database = &client.params.database;
     // Login: the parameters of a fresh server connection with the client's settings on
     // top. Only the very first client of a (database, user) needs a server for that.
+    let mut pools = PoolCache::default();
     let baseline = match cluster.pools.baseline(database, &client.cred.user) {
         Some(b) => b,
         None => {
-            let (_slot, mut server) =
-                acquire(cluster, endpoint, database, client.cred, conn.max_message).await?;
+            let (_slot, mut server) = acquire(
+                cluster,
+                endpoint,
+                database,
+                client.cred,
+                conn.max_message,
+                &mut pools,
+            )
+            .await?;
             server.release = Release::Reuse;
             let params = server.params.clone();
             server.pool().baseline_or(params)
@@ -65,26 +71,37 @@ pub async fn run(
             Next::Terminate => return Ok(PumpEnd::ClientTerminated),
             Next::Closed => return Ok(PumpEnd::ClientClosed),
         }
-        let (_slot, mut server) =
-            acquire(cluster, endpoint, database, client.cred, conn.max_message).await?;
+        let (_slot, mut server) = acquire(
+            cluster,
+            endpoint,
+            database,
+            client.cred,
+            conn.max_message,
+            &mut pools,
+        )
+        .await?;
         if let Some(sql) = settings.sync_sql(&server) {
             run_on_server(conn, &mut server, &sql).await?;
             server.applied = settings.unreported.clone();
         }
-        set_cancel_target(state, client.id, &server);
+        set_cancel_target(client.cancel, &server);
         // Closed unless the pump says otherwise, as in session mode.
         server.release = Release::Close;
         let named = (max_prepared > 0).then_some((&mut statements, max_prepared));
         let result = pump(conn, &mut server, opts, named).await;
         server.release = result.release;
-        state.cancels.set_target(client.id, None);
+        client.cancel.set(None);
         if result.untracked_set && !warned {
             warned = true;
             warn!("SET outside a single simple-protocol statement is not carried to other server connections in transaction mode");
         }
         match result.end {
             PumpEnd::TransactionDone => {
-                if let Some(command) = result.command {
+                for command in result.commands {
+                    if command == SqlCommand::DiscardAll {
+                        statements.clear();
+                        server.prepared.clear();
+                    }
                     settings.apply(command, &server);
                 }
                 settings.snapshot(&server);

@@ -40,7 +40,9 @@ impl PoolStats {
 
     /// Bytes forwarded to a client, with the queries and transactions they completed.
     pub fn add_sent(&self, bytes: usize, queries: u64, xacts: u64) {
-        self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+        if bytes > 0 {
+            self.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
         if queries > 0 {
             self.queries.fetch_add(queries, Ordering::Relaxed);
         }
