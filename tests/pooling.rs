@@ -45,15 +45,28 @@ async fn sessions_reuse_server_connections_until_server_lifetime() {
         1,
         "",
         "",
-        "server_lifetime = \"1s\"\nserver_check_delay = \"0s\"",
+        "server_lifetime = \"3s\"\nserver_check_delay = \"0s\"",
     )
     .await;
+    let main = s.main();
+    let idle = || main.pools.all().iter().map(|p| p.idle()).sum::<usize>();
     let first = backend_pid(&app(s.addr("reader")).await).await;
     // Released, reset, reused by the next session.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for(
+        "the connection is back in the pool",
+        Duration::from_secs(5),
+        || idle() == 1,
+    )
+    .await;
     let second = backend_pid(&app(s.addr("reader")).await).await;
     assert_eq!(first, second, "the pooled server connection is reused");
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    wait_for(
+        "the connection is back in the pool",
+        Duration::from_secs(5),
+        || idle() == 1,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let third = backend_pid(&app(s.addr("reader")).await).await;
     assert_ne!(
         second, third,
@@ -191,7 +204,14 @@ async fn client_leaving_inside_a_transaction_is_rolled_back() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Kill it only once its query runs on the server.
+    let running = "select count(*) from pg_stat_activity where query like '%pg_sleep(5)%' and state = 'active' and usename = 'app'";
+    for _ in 0..100 {
+        if blocking(|| s.cluster.psql(0, running)).unwrap() == "1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     victim.kill().unwrap();
     victim.wait().unwrap();
     let c = app(addr).await;

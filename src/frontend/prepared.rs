@@ -11,6 +11,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 
 use crate::pool::PreparedSet;
+
+use super::settings::{classify, SqlCommand};
 use crate::protocol::frame::{body, read_cstr};
 
 /// A statement as the servers know it.
@@ -20,6 +22,8 @@ pub struct Statement {
     pub internal: String,
     /// The Parse message that prepares it under that name.
     pub parse: Bytes,
+    /// A session command (SET, RESET, DISCARD ALL) the statement runs, if any.
+    pub command: Option<SqlCommand>,
 }
 
 /// The named statements a client prepared, by the client's names.
@@ -42,6 +46,9 @@ pub struct Expect {
     pub epoch: u64,
     /// Added by pgfleet: the client does not expect its answer.
     pub injected: bool,
+    /// A Close sent in place of the client's Parse: its CloseComplete goes to the
+    /// client as ParseComplete.
+    pub as_parse: bool,
 }
 
 /// The responses expected for Parse and Close messages, shared by the two directions.
@@ -60,6 +67,8 @@ pub struct Rewriter<'a> {
     pub max_prepared: usize,
     /// Requests (Sync, Query) sent so far: the epoch of the next message.
     pub epoch: u64,
+    /// Set when a Bind runs a statement that is a session command.
+    pub bound_command: Option<SqlCommand>,
 }
 
 fn cstr_at(b: &[u8], pos: &mut usize) -> Option<String> {
@@ -68,11 +77,16 @@ fn cstr_at(b: &[u8], pos: &mut usize) -> Option<String> {
 
 impl Rewriter<'_> {
     fn expect(&self, injected: bool) {
-        let mut q = self.expected.lock().unwrap_or_else(|e| e.into_inner());
-        q.push_back(Expect {
+        self.push(Expect {
             epoch: self.epoch,
             injected,
+            as_parse: false,
         });
+    }
+
+    fn push(&self, e: Expect) {
+        let mut q = self.expected.lock().unwrap_or_else(|e| e.into_inner());
+        q.push_back(e);
     }
 
     /// Appends to `out` what the server gets for the client message `m`; returns false
@@ -93,8 +107,20 @@ impl Rewriter<'_> {
                 let stmt = statement(rest);
                 self.client.map.insert(name, stmt.clone());
                 if self.server.touch(&stmt.internal) {
-                    // Already there: a no-op Parse keeps the client's ParseComplete.
-                    parse_message(out, "", b"\0\0\0");
+                    // Already there: a Close of a name that does not exist answers with
+                    // a CloseComplete, passed on as the client's ParseComplete; the
+                    // client's unnamed statement stays as it is.
+                    let start = out.len();
+                    out.put_u8(b'C');
+                    out.put_u32(0);
+                    out.put_u8(b'S');
+                    put_cstr(out, NO_STATEMENT);
+                    fix_len(out, start);
+                    self.push(Expect {
+                        epoch: self.epoch,
+                        injected: false,
+                        as_parse: true,
+                    });
                 } else {
                     self.prepare(&stmt, out, false);
                 }
@@ -118,6 +144,9 @@ impl Rewriter<'_> {
                 let Some(stmt) = self.client.map.get(&name).cloned() else {
                     return false;
                 };
+                if !is_describe {
+                    self.bound_command.clone_from(&stmt.command);
+                }
                 if !self.server.touch(&stmt.internal) {
                     self.prepare(&stmt, out, true);
                 }
@@ -236,9 +265,11 @@ fn statement(rest: &[u8]) -> Arc<Statement> {
     let internal = format!("pgfleet_{hex}");
     let mut parse = BytesMut::with_capacity(rest.len() + internal.len() + 6);
     parse_message(&mut parse, &internal, rest);
+    let command = read_cstr(rest, &mut 0).and_then(classify);
     Arc::new(Statement {
         internal,
         parse: parse.freeze(),
+        command,
     })
 }
 

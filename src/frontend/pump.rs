@@ -63,8 +63,14 @@ pub struct PumpResult {
     /// Session commands (SET, RESET, DISCARD ALL) that took effect, in order.
     pub commands: Vec<SqlCommand>,
     /// The client sent a SET that pgfleet could not follow (extended protocol, several
-    /// statements, or inside a larger batch).
+    /// statements, or inside a transaction block).
     pub untracked_set: bool,
+    /// The server ran SET/RESET commands that are not in `commands`: the connection's
+    /// settings must be reset before it is reused.
+    pub settings_dirty: bool,
+    /// pgfleet's list of the connection's prepared statements may be wrong: drop them
+    /// all on the server and forget them before reuse.
+    pub statements_dirty: bool,
 }
 
 /// Pumps until either side ends (or, in transaction mode, the transaction ends).
@@ -81,6 +87,8 @@ pub async fn pump(
     let stats = &pool.stats;
     let track = Track::default();
     let counts = Counts::default();
+    let wake = tokio::sync::Notify::new();
+    let done_wanted = AtomicBool::new(false);
     let expected = Expected::default();
     let untracked_set = AtomicBool::new(false);
     let sc = &mut **server;
@@ -92,6 +100,7 @@ pub async fn pump(
         expected: &expected,
         max_prepared,
         epoch: 0,
+        bound_command: None,
     });
     let (mut cr, mut cw) = client.stream.split();
     let cbuf = &mut client.buf;
@@ -112,7 +121,8 @@ pub async fn pump(
                         }
                         let m = &cbuf[off..off + h.total];
                         if opts.transaction && matches!(h.tag, b'Q' | b'P') {
-                            watch_session_command(&track, m, &untracked_set);
+                            let named = rewriter.is_some();
+                            watch_session_command(&track, m, named, &untracked_set);
                         }
                         if let Some(rw) = rewriter.as_mut() {
                             if rewrite(rw, m, &mut tmp) {
@@ -121,11 +131,18 @@ pub async fn pump(
                                 tmp.clear();
                                 copied = off + h.total;
                             }
+                            if let Some(command) = rw.bound_command.take() {
+                                track.session_command(command);
+                            }
                             if matches!(h.tag, b'Q' | b'S' | b'F') {
                                 rw.epoch += 1;
                             }
                         }
+                        let was_quiet = track.quiet();
                         track.client_message(h.tag);
+                        if was_quiet && !track.quiet() && opts.query_timeout.is_some() {
+                            wake.notify_one();
+                        }
                         off += h.total;
                     }
                     Ok(None) => break,
@@ -133,6 +150,7 @@ pub async fn pump(
                 }
             }
             if off > 0 {
+                track.set_writing(true);
                 let sent = if out.is_empty() {
                     sw.write_all(&cbuf[..off]).await
                 } else {
@@ -141,11 +159,16 @@ pub async fn pump(
                     out.clear();
                     r
                 };
+                track.set_writing(false);
                 if sent.is_err() {
                     return PumpEnd::ServerClosed;
                 }
                 cbuf.advance(off);
                 counts.received.fetch_add(off as u64, Ordering::Relaxed);
+                // The server finished the transaction while this side was writing.
+                if done_wanted.load(Ordering::Relaxed) && track.quiet() && track.status() == b'I' {
+                    return PumpEnd::TransactionDone;
+                }
             }
             if terminated {
                 return PumpEnd::ClientTerminated;
@@ -164,18 +187,30 @@ pub async fn pump(
         let mut out = BytesMut::new();
         loop {
             loop {
-                let Some((at, end)) = next_deadline(&track, &opts, idle_since) else {
+                let deadline = next_deadline(&track, &opts, idle_since);
+                if deadline.is_none() && opts.query_timeout.is_none() {
                     match sr.read_buf(sbuf).await {
                         Ok(0) | Err(_) => return PumpEnd::ServerClosed,
                         Ok(_) => break,
                     }
+                }
+                // With a query_timeout, a request the client sends while this side
+                // waits with no (or an idle) deadline wakes it to take the new one.
+                let wait = async {
+                    match &deadline {
+                        Some((at, _)) => tokio::time::sleep_until((*at).into()).await,
+                        None => std::future::pending::<()>().await,
+                    }
                 };
-                match tokio::time::timeout_at(at.into(), sr.read_buf(sbuf)).await {
-                    Ok(Ok(0) | Err(_)) => return PumpEnd::ServerClosed,
-                    Ok(Ok(_)) => break,
+                tokio::select! {
+                    read = sr.read_buf(sbuf) => match read {
+                        Ok(0) | Err(_) => return PumpEnd::ServerClosed,
+                        Ok(_) => break,
+                    },
+                    _ = wake.notified(), if opts.query_timeout.is_some() => {}
                     // The state may have moved on meanwhile: only end if it still holds.
-                    Err(_) => match next_deadline(&track, &opts, idle_since) {
-                        Some((at2, end2)) if at2 <= Instant::now() && same(&end, &end2) => {
+                    _ = wait => match (deadline, next_deadline(&track, &opts, idle_since)) {
+                        (Some((_, end)), Some((at2, end2))) if at2 <= Instant::now() && same(&end, &end2) => {
                             return end
                         }
                         _ => {}
@@ -189,29 +224,43 @@ pub async fn pump(
                 match next_message(&sbuf[off..], max) {
                     Ok(Some(h)) => {
                         let m = &sbuf[off..off + h.total];
-                        let mut swallow = false;
+                        let (mut swallow, mut convert) = (false, false);
                         match h.tag {
                             b'Z' => {
                                 let status = body(m).first().copied().unwrap_or(b'I');
                                 track.ready_for_query(status);
-                                settle(&expected, |e| e.epoch <= answered);
+                                if settle(&expected, |e| e.epoch <= answered) {
+                                    track.statements_unsure();
+                                }
                                 answered += 1;
                                 queries += 1;
                                 xacts += u64::from(status == b'I');
                             }
-                            b'1' | b'3' => swallow = pop_injected(&expected),
+                            b'1' | b'3' => match pop_expected(&expected) {
+                                Some(Expect { injected: true, .. }) => swallow = true,
+                                Some(Expect { as_parse: true, .. }) => convert = true,
+                                _ => {}
+                            },
                             b'E' => {
                                 track.server_error();
                                 // The server skips to the next Sync: nothing more comes
                                 // for this batch's Parse and Close messages.
-                                settle(&expected, |e| e.epoch <= answered);
+                                if settle(&expected, |e| e.epoch <= answered) {
+                                    track.statements_unsure();
+                                }
                             }
+                            b'G' => track.copy_in_started(),
+                            b'C' => track.command_complete(body(m)),
                             b'S' => record_parameter(params, body(m)),
                             _ => {}
                         }
                         if swallow {
                             out.extend_from_slice(&sbuf[copied..off]);
                             copied = off + h.total;
+                        }
+                        if convert {
+                            // CloseComplete standing in for the client's ParseComplete.
+                            sbuf[off] = b'1';
                         }
                         off += h.total;
                     }
@@ -242,7 +291,13 @@ pub async fn pump(
                 }
             }
             if opts.transaction && track.quiet() && track.status() == b'I' && sbuf.is_empty() {
-                return PumpEnd::TransactionDone;
+                // Never release the connection in the middle of a client write (a COPY
+                // the server aborted while data was still going in): the client side
+                // returns once its write is complete.
+                if !track.writing() {
+                    return PumpEnd::TransactionDone;
+                }
+                done_wanted.store(true, Ordering::Relaxed);
             }
             make_room(sbuf, max);
         }
@@ -269,10 +324,13 @@ pub async fn pump(
         }
         _ => Release::Close,
     };
+    let commands = track.take_commands();
     PumpResult {
         end,
         release,
-        commands: track.take_commands(),
+        settings_dirty: track.settings_need_reset(commands.len()),
+        statements_dirty: track.statements_need_reset(),
+        commands,
         untracked_set: untracked_set.into_inner() || track.untracked_set(),
     }
 }
@@ -325,18 +383,21 @@ fn rewrite(rw: &mut Rewriter<'_>, m: &[u8], out: &mut BytesMut) -> bool {
     }
 }
 
-/// Whether the next ParseComplete/CloseComplete answers a message pgfleet added.
-fn pop_injected(expected: &Expected) -> bool {
+/// What the next ParseComplete/CloseComplete answers.
+fn pop_expected(expected: &Expected) -> Option<Expect> {
     let mut q = expected.lock().unwrap_or_else(|e| e.into_inner());
-    q.pop_front().is_some_and(|e| e.injected)
+    q.pop_front()
 }
 
-/// Drops the expectations that `done` says will get no answer any more.
-fn settle(expected: &Expected, done: impl Fn(&Expect) -> bool) {
+/// Drops the expectations that `done` says will get no answer any more; true if any.
+fn settle(expected: &Expected, done: impl Fn(&Expect) -> bool) -> bool {
     let mut q = expected.lock().unwrap_or_else(|e| e.into_inner());
+    let mut dropped = false;
     while q.front().is_some_and(&done) {
         q.pop_front();
+        dropped = true;
     }
+    dropped
 }
 
 /// When the current wait for the server times out, and as what.
@@ -345,9 +406,9 @@ fn next_deadline(
     opts: &PumpOptions,
     idle_since: Instant,
 ) -> Option<(Instant, PumpEnd)> {
-    if track.quiet() {
+    if track.quiet() || track.idle_unsynced() {
         let (limit, end) = match track.status() {
-            b'I' => (opts.client_idle_timeout?, PumpEnd::ClientIdle),
+            b'I' if track.quiet() => (opts.client_idle_timeout?, PumpEnd::ClientIdle),
             _ => (opts.idle_transaction_timeout?, PumpEnd::IdleInTransaction),
         };
         Some((idle_since + limit, end))
@@ -363,20 +424,26 @@ fn same(a: &PumpEnd, b: &PumpEnd) -> bool {
     std::mem::discriminant(a) == std::mem::discriminant(b)
 }
 
-/// Notes a SET/RESET/DISCARD ALL sent as the only statement of a simple query (its
-/// ReadyForQuery tells whether it ran outside a transaction block); flags a SET that
-/// pgfleet cannot follow (extended protocol, several statements in one query).
-fn watch_session_command(track: &Track, message: &[u8], untracked: &AtomicBool) {
+/// Notes a SET/RESET/DISCARD ALL sent as the only statement of a simple query or an
+/// unnamed extended-protocol statement (its ReadyForQuery tells whether it ran outside
+/// a transaction block); flags a SET that pgfleet cannot follow (a named statement,
+/// several statements in one query).
+fn watch_session_command(track: &Track, message: &[u8], named: bool, untracked: &AtomicBool) {
     let mut pos = 0;
     let b = body(message);
-    let sql = if message[0] == b'P' {
-        read_cstr(b, &mut pos).and_then(|_| read_cstr(b, &mut pos))
+    // A simple Query, or the unnamed statement of an extended batch (as pgjdbc sends
+    // every statement): its ReadyForQuery is that of the next request (Query or Sync).
+    let (sql, followed) = if message[0] == b'P' {
+        let name = read_cstr(b, &mut pos);
+        (read_cstr(b, &mut pos), name == Some(""))
     } else {
-        read_cstr(b, &mut pos)
+        (read_cstr(b, &mut pos), true)
     };
     let Some(sql) = sql else { return };
     match classify(sql) {
-        Some(command) if message[0] == b'Q' => track.session_command(command),
+        Some(command) if followed => track.session_command(command),
+        // A named statement's command counts when a Bind runs it (see `Rewriter`).
+        Some(_) if named => {}
         _ if looks_like_set(sql) => untracked.store(true, Ordering::Relaxed),
         _ => {}
     }

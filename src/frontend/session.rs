@@ -149,10 +149,19 @@ pub fn pump_end(end: PumpEnd, server: &PooledConn) -> Result<PumpEnd, ClientErro
             sqlstate::IDLE_IN_TRANSACTION_TIMEOUT,
             "terminating connection due to idle_transaction_timeout",
         )),
-        PumpEnd::QueryTimeout => Err(fatal(
-            sqlstate::QUERY_CANCELED,
-            "terminating connection due to query_timeout",
-        )),
+        PumpEnd::QueryTimeout => {
+            // The query goes on running on the server unless it is cancelled.
+            let target = CancelTarget {
+                node: server.pool().node.clone(),
+                pid: server.backend_pid,
+                key: server.backend_key,
+            };
+            tokio::spawn(async move { crate::cancel::send_cancel(&target).await });
+            Err(fatal(
+                sqlstate::QUERY_CANCELED,
+                "terminating connection due to query_timeout",
+            ))
+        }
         end => Ok(end),
     }
 }

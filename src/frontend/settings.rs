@@ -51,11 +51,23 @@ pub fn classify(sql: &str) -> Option<SqlCommand> {
                 }
             }
             let name = match word.as_str() {
-                "local" | "transaction" | "constraints" => return None,
+                "local" | "transaction" | "constraints" | "seed" => return None,
                 "time" => "timezone".to_owned(),
                 "names" => "client_encoding".to_owned(),
-                w => w.split('=').next().unwrap_or(w).to_owned(),
+                "schema" => "search_path".to_owned(),
+                "xml" => "xmloption".to_owned(),
+                w => {
+                    let w = w.split('=').next().unwrap_or(w);
+                    match w.strip_prefix('"') {
+                        // A quoted name keeps its case; only simple ones are followed.
+                        Some(q) => q.strip_suffix('"').filter(|n| !n.contains('"'))?.to_owned(),
+                        None => w.to_owned(),
+                    }
+                }
             };
+            if text.contains("--") || text.contains("/*") {
+                return None;
+            }
             Some(SqlCommand::Set {
                 name,
                 sql: text.to_owned(),
@@ -193,7 +205,7 @@ impl ClientSettings {
                 statements.push(sql.clone());
             }
         }
-        (!statements.is_empty()).then(|| statements.join("; "))
+        (!statements.is_empty()).then(|| statements.join(";\n"))
     }
 }
 
@@ -249,6 +261,15 @@ mod tests {
         );
         assert_eq!(classify("set role reader"), set("role", "set role reader"));
         assert_eq!(classify("SET LOCAL work_mem = 1"), None);
+        assert_eq!(
+            classify("SET SCHEMA 'x'"),
+            set("search_path", "SET SCHEMA 'x'")
+        );
+        assert_eq!(
+            classify("set \"work_mem\" = 1"),
+            set("work_mem", "set \"work_mem\" = 1")
+        );
+        assert_eq!(classify("SET work_mem = 1 -- tuned"), None);
         assert_eq!(classify("SET TRANSACTION READ ONLY"), None);
         assert_eq!(
             classify("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"),

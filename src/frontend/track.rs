@@ -30,6 +30,18 @@ pub struct Track {
     /// A SET that ran inside a transaction block: it outlives the transaction on that
     /// server connection only.
     untracked: AtomicBool,
+    /// CommandComplete tags SET/RESET seen, against the session commands that took
+    /// effect: more tags than commands means settings pgfleet does not know of.
+    set_tags: AtomicU32,
+    /// The server's prepared statements may differ from pgfleet's list (a Parse that
+    /// got no answer, DEALLOCATE or DISCARD sent in a way pgfleet does not rewrite).
+    statements_unsure: AtomicBool,
+    /// In COPY FROM STDIN: the server ignores Sync and Flush until CopyDone/CopyFail.
+    copy_in: AtomicBool,
+    /// Syncs sent since the last Execute or Query (swallowed if that starts a COPY).
+    syncs_since_execute: AtomicU32,
+    /// The client side is writing to the server: the connection cannot be released.
+    writing: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -55,6 +67,11 @@ impl Default for Track {
             commands: Mutex::new(Vec::new()),
             has_commands: AtomicBool::new(false),
             untracked: AtomicBool::new(false),
+            set_tags: AtomicU32::new(0),
+            statements_unsure: AtomicBool::new(false),
+            copy_in: AtomicBool::new(false),
+            syncs_since_execute: AtomicU32::new(0),
+            writing: AtomicBool::new(false),
         }
     }
 }
@@ -67,20 +84,86 @@ impl Track {
     /// A client message about to be forwarded.
     pub fn client_message(&self, tag: u8) {
         match tag {
+            b'S' | b'H' if self.copy_in.load(Ordering::Relaxed) => {}
             b'Q' | b'F' | b'S' => {
                 self.sent.fetch_add(1, Ordering::Relaxed);
                 if self.pending.fetch_add(1, Ordering::Relaxed) == 0 {
                     self.mark_busy();
                 }
+                // A Query or FunctionCall also ends an implicit extended-protocol block.
+                self.unsynced.store(false, Ordering::Relaxed);
                 if tag == b'S' {
-                    self.unsynced.store(false, Ordering::Relaxed);
+                    self.syncs_since_execute.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.syncs_since_execute.store(0, Ordering::Relaxed);
                 }
             }
-            b'P' | b'B' | b'E' | b'D' | b'C' | b'H' => {
+            b'E' => {
+                self.unsynced.store(true, Ordering::Relaxed);
+                self.syncs_since_execute.store(0, Ordering::Relaxed);
+            }
+            b'P' | b'B' | b'D' | b'C' | b'H' => {
                 self.unsynced.store(true, Ordering::Relaxed);
             }
+            b'c' | b'f' => self.copy_in.store(false, Ordering::Relaxed),
             _ => {}
         }
+    }
+
+    /// CopyInResponse: the Syncs the client already sent after the Execute that started
+    /// the COPY are ignored by the server and get no ReadyForQuery.
+    pub fn copy_in_started(&self) {
+        self.copy_in.store(true, Ordering::Relaxed);
+        let swallowed = self.syncs_since_execute.swap(0, Ordering::Relaxed);
+        if swallowed > 0 {
+            let _ = self
+                .pending
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                    Some(p.saturating_sub(swallowed))
+                });
+            self.sent.fetch_sub(u64::from(swallowed), Ordering::Relaxed);
+        }
+    }
+
+    /// A CommandComplete tag from the server.
+    pub fn command_complete(&self, tag: &[u8]) {
+        if tag.starts_with(b"SET") || tag.starts_with(b"RESET") {
+            self.set_tags.fetch_add(1, Ordering::Relaxed);
+        } else if tag.starts_with(b"DEALLOCATE") || tag.starts_with(b"DISCARD") {
+            self.statements_unsure.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Parse/Close answers pgfleet waited for will not come (the batch failed).
+    pub fn statements_unsure(&self) {
+        self.statements_unsure.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the server connection's prepared statements must be dropped and
+    /// forgotten before it is reused.
+    pub fn statements_need_reset(&self) -> bool {
+        self.statements_unsure.load(Ordering::Relaxed)
+    }
+
+    /// Whether the server ran SET/RESET commands pgfleet does not replay: the
+    /// connection's settings must be reset before another client gets it.
+    pub fn settings_need_reset(&self, took_effect: usize) -> bool {
+        self.set_tags.load(Ordering::Relaxed) as usize > took_effect
+    }
+
+    /// Around the client side's write to the server.
+    pub fn set_writing(&self, writing: bool) {
+        self.writing.store(writing, Ordering::Relaxed);
+    }
+
+    pub fn writing(&self) -> bool {
+        self.writing.load(Ordering::Relaxed)
+    }
+
+    /// Sent but unsynced extended-protocol messages and nothing else in flight: the
+    /// server holds an implicit transaction open for an idle client.
+    pub fn idle_unsynced(&self) -> bool {
+        self.pending.load(Ordering::Relaxed) == 0 && self.unsynced.load(Ordering::Relaxed)
     }
 
     /// Remembers a session command in the Query about to be sent, to replay it on

@@ -8,7 +8,8 @@ use tokio::io::AsyncReadExt;
 use tracing::{info, warn};
 
 use crate::cluster::{ClusterState, EndpointState};
-use crate::pool::Release;
+use crate::config::Role;
+use crate::pool::{PooledConn, Release};
 use crate::protocol::next_message;
 use crate::protocol::sqlstate;
 
@@ -58,7 +59,20 @@ pub async fn run(
         }
     };
     let mut settings = ClientSettings::for_login(&baseline, &client.params.settings);
-    greet(conn, &settings.greeting(&baseline), client).await?;
+    let mut greeting = settings.greeting(&baseline);
+    // Which node the client's transactions run on is the endpoint's role, whichever
+    // node's parameters the greeting came from.
+    let standby = match endpoint.config.role {
+        Role::Replica => Some("on"),
+        Role::Primary => Some("off"),
+        Role::Any => None,
+    };
+    for (name, value) in greeting.iter_mut() {
+        if let (true, Some(v)) = (name == "in_hot_standby", standby) {
+            *value = v.to_owned();
+        }
+    }
+    greet(conn, &greeting, client).await?;
     if client.log {
         info!("client connected");
     }
@@ -95,6 +109,7 @@ pub async fn run(
             warned = true;
             warn!("SET outside a single simple-protocol statement is not carried to other server connections in transaction mode");
         }
+        let dirty = result.settings_dirty || result.statements_dirty;
         match result.end {
             PumpEnd::TransactionDone => {
                 for command in result.commands {
@@ -108,9 +123,48 @@ pub async fn run(
                 if server.applied != settings.unreported {
                     server.applied = settings.unreported.clone();
                 }
+                if dirty {
+                    clean_up(
+                        &mut server,
+                        result.settings_dirty,
+                        result.statements_dirty,
+                        conn.max_message,
+                    )
+                    .await;
+                }
             }
-            end => return pump_end(end, &server),
+            end => {
+                // Leaving: a connection with state pgfleet cannot undo is not reused.
+                if dirty {
+                    server.release = Release::Close;
+                }
+                return pump_end(end, &server);
+            }
         }
+    }
+}
+
+/// Undoes on a server connection what the client did that pgfleet cannot carry over:
+/// settings it does not know of (RESET ALL), prepared statements it lost track of
+/// (DEALLOCATE ALL). The connection is closed if that fails.
+async fn clean_up(server: &mut PooledConn, settings: bool, statements: bool, max: usize) {
+    let mut sql = Vec::new();
+    if settings {
+        sql.push("RESET ALL");
+    }
+    if statements {
+        sql.push("DEALLOCATE ALL");
+    }
+    match server.simple_query(&sql.join("; "), max).await {
+        Ok(None) => {
+            if settings {
+                server.applied.clear();
+            }
+            if statements {
+                server.prepared.clear();
+            }
+        }
+        _ => server.release = Release::Close,
     }
 }
 

@@ -122,7 +122,7 @@ impl Pool {
             let Some(mut conn) = candidate else {
                 break self.connect(set, deadline).await?;
             };
-            if !self.still_good(&conn) {
+            if !self.still_good(&conn) || !conn.quiet() {
                 tokio::spawn(conn.terminate());
                 continue;
             }

@@ -260,6 +260,17 @@ impl ServerConn {
         }
     }
 
+    /// Whether an idle connection has nothing to say: a server that ended it
+    /// (`pg_terminate_backend`, a restart, `idle_session_timeout`) has sent an error
+    /// and closed it, and a connection with unread bytes is out of step.
+    pub fn quiet(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        matches!(self.stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     /// Sends Terminate; best effort (a server that does not read gets one second), the
     /// connection is closed right after.
     pub async fn terminate(mut self) {
