@@ -431,3 +431,65 @@ async fn a_joining_replica_takes_its_share_within_seconds() {
     let (ok, out) = load.join().unwrap();
     assert!(ok, "{out}");
 }
+
+/// RESET ALL / DISCARD ALL bring the client's startup settings back, as on PostgreSQL
+/// (asyncpg's pool runs RESET ALL each time a connection goes back to it).
+async fn reset_keeps_startup_settings(mode: &str) {
+    let s = setup(
+        1,
+        "",
+        "",
+        &format!("pool_mode = \"{mode}\"\ndefault_pool_size = 2"),
+    )
+    .await;
+    let addr = s.addr("reader");
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1")
+        .port(addr.port())
+        .user("app")
+        .password("app")
+        .dbname("app")
+        .application_name("myapp")
+        .options("-c search_path=foo -c statement_timeout=4321");
+    let (c, conn) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let show = "select current_setting('application_name') || '|' || current_setting('search_path') || '|' || current_setting('statement_timeout')";
+    let first = |rows: Vec<tokio_postgres::SimpleQueryMessage>| {
+        rows.into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(
+        first(c.simple_query(show).await.unwrap()),
+        "myapp|foo|4321ms"
+    );
+    for reset in [
+        "SET search_path TO bar; SET application_name = 'x'",
+        "RESET ALL",
+        "DISCARD ALL",
+        "RESET search_path",
+    ] {
+        c.batch_execute(reset).await.unwrap();
+        if reset.starts_with("SET") {
+            continue;
+        }
+        assert_eq!(
+            first(c.simple_query(show).await.unwrap()),
+            "myapp|foo|4321ms",
+            "{mode} after {reset}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_all_keeps_startup_settings_in_transaction_mode() {
+    reset_keeps_startup_settings("transaction").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_all_keeps_startup_settings_in_session_mode() {
+    reset_keeps_startup_settings("session").await;
+}

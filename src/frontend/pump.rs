@@ -26,6 +26,9 @@ use super::track::Track;
 pub enum PumpEnd {
     /// Transaction mode: the transaction ended; the server connection is free.
     TransactionDone,
+    /// Session mode: the client's RESET took effect; its startup settings are to be
+    /// applied again before the pump goes on.
+    Resync,
     /// The client sent Terminate.
     ClientTerminated,
     /// The client's socket closed or failed.
@@ -71,6 +74,8 @@ pub struct PumpResult {
     /// pgfleet's list of the connection's prepared statements may be wrong: drop them
     /// all on the server and forget them before reuse.
     pub statements_dirty: bool,
+    /// The server answered a RESET or DISCARD ALL (tracked or not).
+    pub reset_seen: bool,
 }
 
 /// Pumps until either side ends (or, in transaction mode, the transaction ends).
@@ -120,7 +125,7 @@ pub async fn pump(
                             break;
                         }
                         let m = &cbuf[off..off + h.total];
-                        if opts.transaction && matches!(h.tag, b'Q' | b'P') {
+                        if matches!(h.tag, b'Q' | b'P') {
                             let named = rewriter.is_some();
                             watch_session_command(&track, m, named, &untracked_set);
                         }
@@ -290,7 +295,11 @@ pub async fn pump(
                     idle_since = Instant::now();
                 }
             }
-            if opts.transaction && track.quiet() && track.status() == b'I' && sbuf.is_empty() {
+            let idle = track.quiet() && track.status() == b'I' && sbuf.is_empty();
+            if !opts.transaction && idle && !track.writing() && track.reset_done() {
+                return PumpEnd::Resync;
+            }
+            if opts.transaction && idle {
                 // Never release the connection in the middle of a client write (a COPY
                 // the server aborted while data was still going in): the client side
                 // returns once its write is complete.
@@ -310,7 +319,7 @@ pub async fn pump(
     counts.flush(stats);
     let clean = track.quiet() && sbuf.is_empty();
     let release = match end {
-        PumpEnd::TransactionDone => Release::Reuse,
+        PumpEnd::TransactionDone | PumpEnd::Resync => Release::Reuse,
         PumpEnd::ClientTerminated
         | PumpEnd::ClientClosed
         | PumpEnd::ClientIdle
@@ -330,6 +339,7 @@ pub async fn pump(
         release,
         settings_dirty: track.settings_need_reset(commands.len()),
         statements_dirty: track.statements_need_reset(),
+        reset_seen: track.reset_seen(),
         commands,
         untracked_set: untracked_set.into_inner() || track.untracked_set(),
     }
@@ -440,6 +450,15 @@ fn watch_session_command(track: &Track, message: &[u8], named: bool, untracked: 
         (read_cstr(b, &mut pos), true)
     };
     let Some(sql) = sql else { return };
+    // Only SET, RESET and DISCARD are looked into.
+    let first = sql
+        .trim_start()
+        .bytes()
+        .next()
+        .map(|b| b.to_ascii_lowercase());
+    if !matches!(first, Some(b's' | b'r' | b'd')) {
+        return;
+    }
     match classify(sql) {
         Some(command) if followed => track.session_command(command),
         // A named statement's command counts when a Bind runs it (see `Rewriter`).

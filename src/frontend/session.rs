@@ -79,19 +79,29 @@ async fn session_mode(
     apply_settings(conn, &mut server, client.params).await?;
     greet(conn, &server.params, client).await?;
     set_cancel_target(client.cancel, &server);
-    // Until the pump says otherwise the connection may be mid-query: if the session is
-    // dropped while pumping (shutdown), it must be closed, not reset and reused.
-    server.release = Release::Close;
-    let result = pump(
-        conn,
-        &mut server,
-        options(&cluster.config.pool, false),
-        None,
-    )
-    .await;
-    server.release = result.release;
-    client.cancel.set(None);
-    pump_end(result.end, &server)
+    loop {
+        // Until the pump says otherwise the connection may be mid-query: if the session
+        // is dropped while pumping (shutdown), it must be closed, not reset and reused.
+        server.release = Release::Close;
+        let opts = options(&cluster.config.pool, false);
+        let result = pump(conn, &mut server, opts, None).await;
+        server.release = result.release;
+        if matches!(result.end, PumpEnd::Resync) {
+            // RESET brings startup settings back on PostgreSQL; here they were set after
+            // login, so set them again, and tell the client.
+            let before = server.params.clone();
+            apply_settings(conn, &mut server, client.params).await?;
+            for (name, value) in &server.params {
+                if !before.iter().any(|(n, v)| n == name && v == value) {
+                    msg::parameter_status(&mut conn.out, name, value);
+                }
+            }
+            conn.flush().await?;
+            continue;
+        }
+        client.cancel.set(None);
+        return pump_end(result.end, &server);
+    }
 }
 
 /// The pump settings of a cluster's pool.

@@ -102,6 +102,8 @@ pub struct ClientSettings {
     pub reported: Vec<(String, String)>,
     /// Settings not reported by the server: (name, statement that sets it).
     pub unreported: Vec<(String, String)>,
+    /// The startup settings: what RESET brings a setting back to, as on PostgreSQL.
+    startup: Vec<(String, String)>,
 }
 
 impl ClientSettings {
@@ -111,7 +113,10 @@ impl ClientSettings {
         baseline: &[(String, String)],
         startup: &[(String, String)],
     ) -> ClientSettings {
-        let mut s = ClientSettings::default();
+        let mut s = ClientSettings {
+            startup: startup.to_vec(),
+            ..ClientSettings::default()
+        };
         for (name, value) in baseline {
             if !READ_ONLY.contains(&name.as_str()) {
                 s.reported.push((name.clone(), value.clone()));
@@ -157,24 +162,59 @@ impl ClientSettings {
         }
     }
 
-    /// Records a session command that succeeded on `server`.
-    pub fn apply(&mut self, command: SqlCommand, server: &ServerConn) {
+    /// Records a session command that took effect on `server`, and what it did to the
+    /// settings pgfleet had applied there. Returns true for a RESET of any kind: the
+    /// client's startup settings must then be applied again on `server`.
+    pub fn apply(&mut self, command: SqlCommand, server: &mut ServerConn) -> bool {
         match command {
             SqlCommand::Set { name, sql } => {
                 if server.param(&name).is_none() {
+                    upsert(&mut server.applied, &name, sql.clone());
+                    upsert(&mut self.unreported, &name, sql);
+                }
+                false
+            }
+            SqlCommand::Reset { name } => {
+                server.applied.retain(|(n, _)| *n != name);
+                self.unreported.retain(|(n, _)| *n != name);
+                self.restore_startup(Some(&name));
+                true
+            }
+            SqlCommand::ResetAll | SqlCommand::DiscardAll => {
+                server.applied.clear();
+                self.unreported.clear();
+                self.restore_startup(None);
+                true
+            }
+        }
+    }
+
+    /// Brings startup settings (all, or `only`) back, as RESET does on PostgreSQL.
+    fn restore_startup(&mut self, only: Option<&str>) {
+        for (name, value) in self.startup.clone() {
+            if only.is_some_and(|o| !o.eq_ignore_ascii_case(&name)) {
+                continue;
+            }
+            match self
+                .reported
+                .iter_mut()
+                .find(|(n, _)| n.eq_ignore_ascii_case(&name))
+            {
+                Some(slot) => slot.1 = value,
+                None => {
+                    let sql = format!(
+                        "SELECT pg_catalog.set_config({}, {}, false)",
+                        quote_literal(&name),
+                        quote_literal(&value)
+                    );
                     self.upsert(&name, sql);
                 }
             }
-            SqlCommand::Reset { name } => self.unreported.retain(|(n, _)| *n != name),
-            SqlCommand::ResetAll | SqlCommand::DiscardAll => self.unreported.clear(),
         }
     }
 
     fn upsert(&mut self, name: &str, sql: String) {
-        match self.unreported.iter_mut().find(|(n, _)| n == name) {
-            Some(slot) => slot.1 = sql,
-            None => self.unreported.push((name.to_owned(), sql)),
-        }
+        upsert(&mut self.unreported, name, sql);
     }
 
     /// The statements that bring `server` to these settings, if any are needed.
@@ -206,6 +246,13 @@ impl ClientSettings {
             }
         }
         (!statements.is_empty()).then(|| statements.join(";\n"))
+    }
+}
+
+fn upsert(list: &mut Vec<(String, String)>, name: &str, sql: String) {
+    match list.iter_mut().find(|(n, _)| n == name) {
+        Some(slot) => slot.1 = sql,
+        None => list.push((name.to_owned(), sql)),
     }
 }
 

@@ -42,6 +42,8 @@ pub struct Track {
     syncs_since_execute: AtomicU32,
     /// The client side is writing to the server: the connection cannot be released.
     writing: AtomicBool,
+    /// The server answered a RESET or DISCARD ALL, however it was sent.
+    reset_seen: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -72,6 +74,7 @@ impl Default for Track {
             copy_in: AtomicBool::new(false),
             syncs_since_execute: AtomicU32::new(0),
             writing: AtomicBool::new(false),
+            reset_seen: AtomicBool::new(false),
         }
     }
 }
@@ -129,8 +132,14 @@ impl Track {
     pub fn command_complete(&self, tag: &[u8]) {
         if tag.starts_with(b"SET") || tag.starts_with(b"RESET") {
             self.set_tags.fetch_add(1, Ordering::Relaxed);
+            if tag.starts_with(b"RESET") {
+                self.reset_seen.store(true, Ordering::Relaxed);
+            }
         } else if tag.starts_with(b"DEALLOCATE") || tag.starts_with(b"DISCARD") {
             self.statements_unsure.store(true, Ordering::Relaxed);
+            if tag.starts_with(b"DISCARD ALL") {
+                self.reset_seen.store(true, Ordering::Relaxed);
+            }
         }
     }
 
@@ -170,7 +179,12 @@ impl Track {
     /// other server connections if it takes effect.
     pub fn session_command(&self, command: SqlCommand) {
         let request = self.sent.load(Ordering::Relaxed);
-        lock(&self.commands).push(Pending {
+        let mut commands = lock(&self.commands);
+        // A long session-mode pump only needs the RESETs; keep the list bounded.
+        if commands.len() >= 256 {
+            commands.retain(|p| p.done.is_none() || !matches!(p.command, SqlCommand::Set { .. }));
+        }
+        commands.push(Pending {
             command,
             request,
             failed: false,
@@ -241,6 +255,21 @@ impl Track {
             None => true,
         });
         taken
+    }
+
+    /// Whether the server answered a RESET or DISCARD ALL, however it was sent.
+    pub fn reset_seen(&self) -> bool {
+        self.reset_seen.load(Ordering::Relaxed)
+    }
+
+    /// Whether a RESET of any kind ran (the server answered one, or a tracked one took
+    /// effect outside a transaction).
+    pub fn reset_done(&self) -> bool {
+        self.reset_seen.load(Ordering::Relaxed)
+            || self.has_commands.load(Ordering::Relaxed)
+                && lock(&self.commands)
+                    .iter()
+                    .any(|p| p.done == Some(true) && !matches!(p.command, SqlCommand::Set { .. }))
     }
 
     /// Whether a SET ran inside a transaction block.

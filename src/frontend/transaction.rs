@@ -112,25 +112,29 @@ pub async fn run(
         let dirty = result.settings_dirty || result.statements_dirty;
         match result.end {
             PumpEnd::TransactionDone => {
+                settings.snapshot(&server);
+                let mut reset = false;
                 for command in result.commands {
                     if command == SqlCommand::DiscardAll {
                         statements.clear();
                         server.prepared.clear();
                     }
-                    settings.apply(command, &server);
+                    reset |= settings.apply(command, &mut server);
                 }
-                settings.snapshot(&server);
-                if server.applied != settings.unreported {
-                    server.applied = settings.unreported.clone();
+                if result.reset_seen && !reset {
+                    // A RESET inside a larger query string: as RESET ALL.
+                    reset = settings.apply(SqlCommand::ResetAll, &mut server);
                 }
-                if dirty {
-                    clean_up(
-                        &mut server,
-                        result.settings_dirty,
-                        result.statements_dirty,
-                        conn.max_message,
-                    )
-                    .await;
+                // Settings the server just reset need no second reset.
+                let settings_dirty = result.settings_dirty && !reset;
+                if settings_dirty || result.statements_dirty {
+                    let max = conn.max_message;
+                    clean_up(&mut server, settings_dirty, result.statements_dirty, max).await;
+                }
+                if reset {
+                    // RESET brings startup settings back on PostgreSQL; here they were
+                    // set after login, so set them again, and tell the client.
+                    resync(conn, &mut server, &mut settings).await?;
                 }
             }
             end => {
@@ -142,6 +146,30 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Applies the client's settings on `server` after a RESET, and sends the client the
+/// reported parameters that changed.
+async fn resync(
+    conn: &mut ClientConn,
+    server: &mut PooledConn,
+    settings: &mut ClientSettings,
+) -> Result<(), ClientError> {
+    let Some(sql) = settings.sync_sql(server) else {
+        return Ok(());
+    };
+    let before = server.params.clone();
+    run_on_server(conn, server, &sql).await?;
+    server.release = Release::Reuse;
+    server.applied = settings.unreported.clone();
+    for (name, value) in &server.params {
+        if !before.iter().any(|(n, v)| n == name && v == value) {
+            crate::protocol::backend::parameter_status(&mut conn.out, name, value);
+        }
+    }
+    conn.flush().await?;
+    settings.snapshot(server);
+    Ok(())
 }
 
 /// Undoes on a server connection what the client did that pgfleet cannot carry over:
