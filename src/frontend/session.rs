@@ -91,12 +91,7 @@ async fn session_mode(
             // login, so set them again, and tell the client.
             let before = server.params.clone();
             apply_settings(conn, &mut server, client.params).await?;
-            for (name, value) in &server.params {
-                if !before.iter().any(|(n, v)| n == name && v == value) {
-                    msg::parameter_status(&mut conn.out, name, value);
-                }
-            }
-            conn.flush().await?;
+            report_changes(conn, &before, &server.params).await?;
             continue;
         }
         client.cancel.set(None);
@@ -126,6 +121,20 @@ pub async fn greet(
     }
     msg::backend_key_data(&mut conn.out, client.id, client.key);
     msg::ready_for_query(&mut conn.out, b'I');
+    conn.flush().await
+}
+
+/// Sends the client ParameterStatus for each parameter not as it was in `before`.
+pub async fn report_changes(
+    conn: &mut ClientConn,
+    before: &[(String, String)],
+    now: &[(String, String)],
+) -> Result<(), ClientError> {
+    for (name, value) in now {
+        if !before.iter().any(|(n, v)| n == name && v == value) {
+            msg::parameter_status(&mut conn.out, name, value);
+        }
+    }
     conn.flush().await
 }
 

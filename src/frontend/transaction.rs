@@ -18,7 +18,9 @@ use super::conn::ClientConn;
 use super::error::ClientError;
 use super::prepared::ClientStatements;
 use super::pump::{pump, PumpEnd};
-use super::session::{greet, options, pump_end, run_on_server, set_cancel_target, Client};
+use super::session::{
+    greet, options, pump_end, report_changes, run_on_server, set_cancel_target, Client,
+};
 use super::settings::{ClientSettings, SqlCommand};
 
 /// What the client did while it held no server connection.
@@ -162,12 +164,7 @@ async fn resync(
     run_on_server(conn, server, &sql).await?;
     server.release = Release::Reuse;
     server.applied = settings.unreported.clone();
-    for (name, value) in &server.params {
-        if !before.iter().any(|(n, v)| n == name && v == value) {
-            crate::protocol::backend::parameter_status(&mut conn.out, name, value);
-        }
-    }
-    conn.flush().await?;
+    report_changes(conn, &before, &server.params).await?;
     settings.snapshot(server);
     Ok(())
 }
