@@ -110,12 +110,7 @@ impl Rewriter<'_> {
                     // Already there: a Close of a name that does not exist answers with
                     // a CloseComplete, passed on as the client's ParseComplete; the
                     // client's unnamed statement stays as it is.
-                    let start = out.len();
-                    out.put_u8(b'C');
-                    out.put_u32(0);
-                    out.put_u8(b'S');
-                    put_cstr(out, NO_STATEMENT);
-                    fix_len(out, start);
+                    close_statement(out, NO_STATEMENT);
                     self.push(Expect {
                         epoch: self.epoch,
                         injected: false,
@@ -178,12 +173,7 @@ impl Rewriter<'_> {
                     return false;
                 }
                 self.client.map.remove(&name);
-                let start = out.len();
-                out.put_u8(b'C');
-                out.put_u32(0);
-                out.put_u8(b'S');
-                put_cstr(out, NO_STATEMENT);
-                fix_len(out, start);
+                close_statement(out, NO_STATEMENT);
                 true
             }
             _ => false,
@@ -194,12 +184,7 @@ impl Rewriter<'_> {
     /// the connection holds `max_prepared` already.
     fn prepare(&mut self, stmt: &Statement, out: &mut BytesMut, injected: bool) {
         if let Some(evicted) = self.server.insert(&stmt.internal, self.max_prepared) {
-            let start = out.len();
-            out.put_u8(b'C');
-            out.put_u32(0);
-            out.put_u8(b'S');
-            put_cstr(out, &evicted);
-            fix_len(out, start);
+            close_statement(out, &evicted);
             self.expect(true);
         }
         out.put_slice(&stmt.parse);
@@ -280,6 +265,16 @@ fn parse_message(out: &mut BytesMut, name: &str, rest: &[u8]) {
     out.put_u32(0);
     put_cstr(out, name);
     out.put_slice(rest);
+    fix_len(out, start);
+}
+
+/// A Close message for the statement `name`.
+fn close_statement(out: &mut BytesMut, name: &str) {
+    let start = out.len();
+    out.put_u8(b'C');
+    out.put_u32(0);
+    out.put_u8(b'S');
+    put_cstr(out, name);
     fix_len(out, start);
 }
 

@@ -153,11 +153,17 @@ impl ClientSettings {
     }
 
     /// Takes the reported parameters from the server connection the client just used.
+    /// Runs after every transaction: in the common case nothing changed, and nothing is
+    /// copied.
     pub fn snapshot(&mut self, server: &ServerConn) {
-        self.reported.clear();
         for (name, value) in &server.params {
-            if !READ_ONLY.contains(&name.as_str()) {
-                self.reported.push((name.clone(), value.clone()));
+            if READ_ONLY.contains(&name.as_str()) {
+                continue;
+            }
+            match self.reported.iter_mut().find(|(n, _)| n == name) {
+                Some(slot) if slot.1 == *value => {}
+                Some(slot) => slot.1.clone_from(value),
+                None => self.reported.push((name.clone(), value.clone())),
             }
         }
     }
