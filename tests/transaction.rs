@@ -386,6 +386,175 @@ async fn cancels_reach_the_running_transaction_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_cancel_never_stops_the_next_client() {
+    // A runs short transactions and cancels them in a loop, so its cancels keep
+    // arriving as its transactions end; B shares the one server connection and must
+    // never see 57014.
+    let s = setup(1, "", "", &format!("{TXN}\ndefault_pool_size = 1")).await;
+    let addr = s.addr("reader");
+    let a = app(addr).await;
+    let b = app(addr).await;
+    let token = a.cancel_token();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let running = |flag: &std::sync::Arc<std::sync::atomic::AtomicBool>| {
+        let flag = flag.clone();
+        move || !flag.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let a_loop = tokio::spawn({
+        let go = running(&stop);
+        async move {
+            let mut n = 0u32;
+            while go() && n < 100_000 {
+                let _ = a.batch_execute("select 1").await;
+                n += 1;
+            }
+        }
+    });
+    let cancels = tokio::spawn({
+        let go = running(&stop);
+        async move {
+            let mut sent = 0u32;
+            while go() && sent < 100_000 {
+                let _ = token.cancel_query(tokio_postgres::NoTls).await;
+                sent += 1;
+            }
+            sent
+        }
+    });
+    let started = Instant::now();
+    let (mut b_ok, mut b_cancelled) = (0, 0);
+    while started.elapsed() < Duration::from_secs(5) {
+        match b.batch_execute("select pg_sleep(0.02)").await {
+            Ok(()) => b_ok += 1,
+            Err(e) if sqlstate(&e) == "57014" => b_cancelled += 1,
+            Err(e) => panic!("B: {e}"),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    a_loop.await.unwrap();
+    let sent = cancels.await.unwrap();
+    assert!(sent > 100, "only {sent} cancels were sent");
+    assert!(b_ok > 10, "B ran only {b_ok} queries");
+    assert_eq!(
+        b_cancelled, 0,
+        "B's queries cancelled by A's key ({b_ok} ran)"
+    );
+    // The connection is still in the pool for everyone.
+    app(addr).await.batch_execute("select 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_messages_after_an_aborted_copy_take_no_connection() {
+    use bytes::BytesMut;
+    use postgres_protocol::message::frontend as fe;
+    use tokio::io::AsyncWriteExt;
+    let pool = format!("{TXN}\ndefault_pool_size = 1\nquery_wait_timeout = \"2s\"");
+    let s = setup(1, "auth_type = \"trust\"", "", &pool).await;
+    let addr = s.addr("writer");
+    let trust = || connect(addr, "trustuser", "");
+    let c = trust().await.unwrap();
+    c.batch_execute("create table cp_stray(i int)")
+        .await
+        .unwrap();
+    drop(c);
+    let mut sock = raw_session(addr).await;
+    let mut out = BytesMut::new();
+    fe::query("copy cp_stray from stdin", &mut out).unwrap();
+    sock.write_all(&out).await.unwrap();
+    out.clear();
+    read_until(&mut sock, b"G").await;
+    // The server aborts the COPY on this row (ErrorResponse, ReadyForQuery 'I'); libpq
+    // sends its CopyDone afterwards, which PostgreSQL ignores.
+    fe::CopyData::new(&b"bad\n"[..]).unwrap().write(&mut out);
+    fe::flush(&mut out);
+    sock.write_all(&out).await.unwrap();
+    out.clear();
+    let got = read_until(&mut sock, &[b'Z', 0, 0, 0, 5, b'I']).await;
+    assert!(String::from_utf8_lossy(&got).contains("22P02"));
+    fe::copy_done(&mut out);
+    sock.write_all(&out).await.unwrap();
+    out.clear();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Another client gets the only server connection while A sits idle.
+    let b = trust().await.unwrap();
+    b.batch_execute("select 1")
+        .await
+        .expect("B runs while A is idle");
+    // And A goes on as normal.
+    fe::query("select 42", &mut out).unwrap();
+    sock.write_all(&out).await.unwrap();
+    let got = read_until(&mut sock, &[b'Z', 0, 0, 0, 5, b'I']).await;
+    assert!(String::from_utf8_lossy(&got).contains("42"));
+}
+
+/// Statements that set DateStyle in the servers' logs so far.
+fn datestyle_sets(s: &Setup) -> usize {
+    let mut n = 0;
+    let mut dirs = vec![s.cluster.dir().to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.file_name().is_some_and(|f| f == "postgres.log") {
+                let text = String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned();
+                n += text
+                    .lines()
+                    .filter(|l| l.contains("statement:") && l.contains("set_config('DateStyle'"))
+                    .count();
+            }
+        }
+    }
+    n
+}
+
+/// A pgjdbc-like client: startup settings, one query, Terminate; returns the greeting.
+async fn one_query_client(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let params = [
+        ("user", "trustuser"),
+        ("database", "app"),
+        ("DateStyle", "ISO"),
+        ("extra_float_digits", "2"),
+    ];
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.write_all(&startup(&params)).await.unwrap();
+    let greeting = read_until(&mut sock, &[b'Z', 0, 0, 0, 5, b'I']).await;
+    let mut out = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::query("select 1", &mut out).unwrap();
+    sock.write_all(&out).await.unwrap();
+    read_until(&mut sock, &[b'Z', 0, 0, 0, 5, b'I']).await;
+    out.clear();
+    postgres_protocol::message::frontend::terminate(&mut out);
+    sock.write_all(&out).await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut rest)).await;
+    String::from_utf8_lossy(&greeting).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_settings_in_the_servers_spelling_cost_no_round_trip() {
+    // pgjdbc starts with DateStyle=ISO; PostgreSQL spells it "ISO, MDY". Once pgfleet
+    // has seen that, later clients are greeted as PostgreSQL greets them and their
+    // transactions need no statement to set it.
+    let pool = format!("{TXN}\ndefault_pool_size = 1");
+    let s = setup(1, "auth_type = \"trust\"", "", &pool).await;
+    let addr = s.addr("reader");
+    let sql = "alter role trustuser set log_statement = 'all'";
+    blocking(|| s.cluster.psql(s.cluster.primary(), sql)).unwrap();
+    blocking(|| s.cluster.wait_caught_up()).unwrap();
+    one_query_client(addr).await;
+    let before = datestyle_sets(&s);
+    for _ in 0..20 {
+        let greeting = one_query_client(addr).await;
+        assert!(greeting.contains("DateStyle\0ISO, MDY\0"), "{greeting:?}");
+    }
+    // The server log is written as the statements run; the last client has left.
+    let after = datestyle_sets(&s);
+    assert_eq!(after - before, 0, "DateStyle statements for 20 clients");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_replica_takes_its_share_within_seconds() {
     let s = setup(3, "", "", TXN).await;
     blocking(|| s.cluster.pgbench_init(1)).unwrap();

@@ -164,9 +164,9 @@ async fn refuse(conn: &mut ClientConn, e: ClientError) {
 
 async fn cancel(state: &State, pid: u32, key: u32) {
     match state.cancels.lookup(pid, key) {
-        Some(target) => {
+        Some((target, pass)) => {
             info!(client = pid, node = %target.node.addr, server_pid = target.pid, "cancel request forwarded");
-            if let Err(e) = send_cancel(&target).await {
+            if let Err(e) = send_cancel(&target, pass).await {
                 warn!(node = %target.node.addr, error = %e, "cancel request could not be sent");
             }
         }

@@ -1,14 +1,16 @@
 //! Named prepared statements in transaction mode. A client's statement lives on
 //! whichever server connection runs its next transaction: pgfleet keeps the client's
-//! Parse, names the statement on the servers after a hash of its text and parameter
-//! types (so clients share it), prepares it on a connection the first time a Bind or
+//! Parse, names the statement on the servers after a keyed hash of its text and
+//! parameter types (so clients share it, and no client can guess a name to prepare a
+//! statement of its own under it through SQL), prepares it on a connection the first time a Bind or
 //! Describe needs it there, and swallows the ParseComplete of the Parse it adds itself.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use sha2::{Digest, Sha256};
+
+use crate::auth::scram_common::hmac_sha256;
 
 use crate::pool::PreparedSet;
 
@@ -18,7 +20,7 @@ use crate::protocol::frame::{body, read_cstr};
 /// A statement as the servers know it.
 #[derive(Debug)]
 pub struct Statement {
-    /// The name on the servers: `pgfleet_` and 16 hex digits of the hash.
+    /// The name on the servers: `pgfleet_` and 24 hex digits of the keyed hash.
     pub internal: String,
     /// The Parse message that prepares it under that name.
     pub parse: Bytes,
@@ -244,9 +246,16 @@ fn parse_deallocate(sql: &str) -> Option<Option<String>> {
     Some(Some(name))
 }
 
+/// The key of the statement names: random, one per process (server connections do not
+/// outlive the process).
+fn name_key() -> &'static [u8; 32] {
+    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
+    KEY.get_or_init(rand::random)
+}
+
 fn statement(rest: &[u8]) -> Arc<Statement> {
-    let digest = Sha256::digest(rest);
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let digest = hmac_sha256(name_key(), &[rest]);
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
     let internal = format!("pgfleet_{hex}");
     let mut parse = BytesMut::with_capacity(rest.len() + internal.len() + 6);
     parse_message(&mut parse, &internal, rest);

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
-use crate::cancel::{CancelSlot, CancelTarget};
+use crate::cancel::{CancelSlot, CancelTarget, TargetScope};
 use crate::cluster::{ClusterState, EndpointState};
 use crate::config::{self, PoolMode};
 use crate::pool::{Credentials, PooledConn, Release};
@@ -78,7 +78,7 @@ async fn session_mode(
     }
     apply_settings(conn, &mut server, client.params).await?;
     greet(conn, &server.params, client).await?;
-    set_cancel_target(client.cancel, &server);
+    let target = set_cancel_target(client.cancel, &server);
     loop {
         // Until the pump says otherwise the connection may be mid-query: if the session
         // is dropped while pumping (shutdown), it must be closed, not reset and reused.
@@ -94,7 +94,7 @@ async fn session_mode(
             report_changes(conn, &before, &server.params).await?;
             continue;
         }
-        client.cancel.set(None);
+        drop(target);
         return pump_end(result.end, &server);
     }
 }
@@ -138,13 +138,16 @@ pub async fn report_changes(
     conn.flush().await
 }
 
-/// Cancel requests with the client's key now reach this server connection.
-pub fn set_cancel_target(cancel: &CancelSlot, server: &PooledConn) {
-    cancel.set(Some(CancelTarget {
+/// Cancel requests with the client's key reach this server connection until the
+/// returned scope is dropped (before the connection is).
+pub fn set_cancel_target<'a>(cancel: &'a CancelSlot, server: &PooledConn) -> TargetScope<'a> {
+    let target = CancelTarget {
         node: server.pool().node.clone(),
         pid: server.backend_pid,
         key: server.backend_key,
-    }));
+        gate: server.cancel_gate.clone(),
+    };
+    TargetScope::new(cancel, target)
 }
 
 /// How a pump end reads as the session's result.
@@ -174,8 +177,10 @@ pub fn pump_end(end: PumpEnd, server: &PooledConn) -> Result<PumpEnd, ClientErro
                 node: server.pool().node.clone(),
                 pid: server.backend_pid,
                 key: server.backend_key,
+                gate: server.cancel_gate.clone(),
             };
-            tokio::spawn(async move { crate::cancel::send_cancel(&target).await });
+            let pass = target.gate.enter();
+            tokio::spawn(async move { crate::cancel::send_cancel(&target, pass).await });
             Err(fatal(
                 sqlstate::QUERY_CANCELED,
                 "terminating connection due to query_timeout",

@@ -2,7 +2,7 @@
 //! them: the reported parameters as the client last saw them, plus settings PostgreSQL
 //! does not report (startup `options`, `SET search_path`, ...), replayed by statement.
 
-use crate::pool::ServerConn;
+use crate::pool::{ServerConn, Spellings};
 
 /// Reported parameters that describe the server rather than the session.
 const READ_ONLY: &[&str] = &[
@@ -108,15 +108,14 @@ pub struct ClientSettings {
 
 impl ClientSettings {
     /// At login: a fresh connection's parameters (`baseline`) with the client's startup
-    /// settings on top; those the server does not report stay as statements.
+    /// settings on top, in the servers' spelling where it is known; those the server does
+    /// not report stay as statements.
     pub fn for_login(
         baseline: &[(String, String)],
         startup: &[(String, String)],
+        spellings: &Spellings,
     ) -> ClientSettings {
-        let mut s = ClientSettings {
-            startup: startup.to_vec(),
-            ..ClientSettings::default()
-        };
+        let mut s = ClientSettings::default();
         for (name, value) in baseline {
             if !READ_ONLY.contains(&name.as_str()) {
                 s.reported.push((name.clone(), value.clone()));
@@ -128,8 +127,11 @@ impl ClientSettings {
                 .iter_mut()
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
             {
-                slot.1 = value.clone();
+                let spelt = spellings.get(&slot.0, value, &slot.1);
+                slot.1 = spelt.unwrap_or_else(|| value.clone());
+                s.startup.push((slot.0.clone(), slot.1.clone()));
             } else {
+                s.startup.push((name.clone(), value.clone()));
                 let sql = format!(
                     "SELECT pg_catalog.set_config({}, {}, false)",
                     quote_literal(name),
@@ -139,6 +141,48 @@ impl ClientSettings {
             }
         }
         s
+    }
+
+    /// After the startup settings were applied on `server` (whose parameters were
+    /// `before`): learns how the server spells the values it had not seen yet, from a
+    /// connection that was in its fresh state (`baseline`), and takes its spelling.
+    /// Returns the reported parameters whose spelling changed, for the client.
+    pub fn learn_spellings(
+        &mut self,
+        before: &[(String, String)],
+        server: &ServerConn,
+        baseline: &[(String, String)],
+        spellings: &Spellings,
+    ) -> Vec<(String, String)> {
+        let mut changed = Vec::new();
+        let value = |list: &[(String, String)], name: &str| {
+            list.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+        };
+        for (name, sent) in self.startup.iter_mut() {
+            let (Some(now), Some(was), Some(fresh)) = (
+                server.param(name),
+                value(before, name),
+                value(baseline, name),
+            ) else {
+                continue;
+            };
+            // Only what was just applied is the startup value as the client sent it.
+            let Some(slot) = self
+                .reported
+                .iter_mut()
+                .find(|(n, v)| n == name && v == sent)
+            else {
+                continue;
+            };
+            if now == sent.as_str() || was != fresh {
+                continue;
+            }
+            spellings.learn(name, sent, &fresh, now);
+            now.clone_into(&mut slot.1);
+            changed.push(slot.clone());
+            now.clone_into(sent);
+        }
+        changed
     }
 
     /// The ParameterStatus values the client is greeted with.

@@ -209,6 +209,8 @@ impl Track {
     /// A ReadyForQuery from the server with `status`.
     pub fn ready_for_query(&self, status: u8) {
         self.status.store(status, Ordering::Relaxed);
+        // The server is out of COPY (it ended it, or the client did).
+        self.copy_in.store(false, Ordering::Relaxed);
         let request = self.answered.fetch_add(1, Ordering::Relaxed);
         if self.has_commands.load(Ordering::Relaxed) {
             for p in lock(&self.commands)
@@ -277,9 +279,11 @@ impl Track {
         self.untracked.load(Ordering::Relaxed)
     }
 
-    /// No request in flight and no unsynced extended-protocol messages.
+    /// No request in flight, no unsynced extended-protocol messages, not in COPY.
     pub fn quiet(&self) -> bool {
-        self.pending.load(Ordering::Relaxed) == 0 && !self.unsynced.load(Ordering::Relaxed)
+        self.pending.load(Ordering::Relaxed) == 0
+            && !self.unsynced.load(Ordering::Relaxed)
+            && !self.copy_in.load(Ordering::Relaxed)
     }
 
     pub fn status(&self) -> u8 {

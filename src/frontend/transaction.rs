@@ -4,12 +4,14 @@
 
 use std::time::Duration;
 
+use bytes::Buf;
 use tokio::io::AsyncReadExt;
 use tracing::{info, warn};
 
 use crate::cluster::{ClusterState, EndpointState};
 use crate::config::Role;
 use crate::pool::{PooledConn, Release};
+use crate::protocol::backend as msg;
 use crate::protocol::next_message;
 use crate::protocol::sqlstate;
 
@@ -60,7 +62,9 @@ pub async fn run(
             server.pool().baseline_or(params)
         }
     };
-    let mut settings = ClientSettings::for_login(&baseline, &client.params.settings);
+    let spellings = &cluster.pools.spellings;
+    let startup = &client.params.settings;
+    let mut settings = ClientSettings::for_login(&baseline, startup, spellings);
     let mut greeting = settings.greeting(&baseline);
     // Which node the client's transactions run on is the endpoint's role, whichever
     // node's parameters the greeting came from.
@@ -97,16 +101,27 @@ pub async fn run(
         )
         .await?;
         if let Some(sql) = settings.sync_sql(&server) {
+            let before = server.params.clone();
             run_on_server(conn, &mut server, &sql).await?;
             server.applied = settings.unreported.clone();
+            let spelt = settings.learn_spellings(&before, &server, &baseline, spellings);
+            if !spelt.is_empty() {
+                for (name, value) in spelt {
+                    msg::parameter_status(&mut conn.out, &name, &value);
+                }
+                conn.flush().await?;
+            }
         }
-        set_cancel_target(client.cancel, &server);
+        let target = set_cancel_target(client.cancel, &server);
         // Closed unless the pump says otherwise, as in session mode.
         server.release = Release::Close;
         let named = (max_prepared > 0).then_some((&mut statements, max_prepared));
         let result = pump(conn, &mut server, opts, named).await;
         server.release = result.release;
-        client.cancel.set(None);
+        drop(target);
+        if server.cancel_gate.busy() && !server.cancel_gate.settle().await {
+            server.release = Release::Close;
+        }
         if result.untracked_set && !warned {
             warned = true;
             warn!("SET outside a single simple-protocol statement is not carried to other server connections in transaction mode");
@@ -200,11 +215,17 @@ async fn wait_for_client(
 ) -> Result<Next, ClientError> {
     loop {
         if let Some(h) = next_message(&conn.buf, conn.max_message)? {
-            return Ok(if h.tag == b'X' {
-                Next::Terminate
-            } else {
-                Next::Message
-            });
+            match h.tag {
+                b'X' => return Ok(Next::Terminate),
+                // Copy messages outside COPY: what libpq sends after the server ended
+                // a COPY early. PostgreSQL drops them without an answer; so does
+                // pgfleet, without taking a server connection for them.
+                b'd' | b'c' | b'f' => {
+                    conn.buf.advance(h.total);
+                    continue;
+                }
+                _ => return Ok(Next::Message),
+            }
         }
         let read = conn.stream.read_buf(&mut conn.buf);
         let n = match idle_timeout {

@@ -70,7 +70,8 @@ impl Drop for PooledConn {
         let (Some(conn), Some(slot)) = (self.conn.take(), self.slot.take()) else {
             return;
         };
-        if self.release == Release::Reuse && self.pool.still_good(&conn) {
+        let cancels_done = !conn.cancel_gate.busy() && !conn.cancel_gate.unsure();
+        if self.release == Release::Reuse && cancels_done && self.pool.still_good(&conn) {
             self.pool.put_idle(conn);
             drop(slot);
             return;
@@ -89,7 +90,10 @@ async fn give_back(
     slot: OwnedSemaphorePermit,
     release: Release,
 ) {
+    // A cancel on its way must land before anyone else's query can run here.
+    let settled = conn.cancel_gate.settle().await;
     let reusable = match release {
+        _ if !settled => false,
         Release::Close => false,
         Release::Reuse => true,
         Release::Rollback => {

@@ -5,6 +5,7 @@ mod guard;
 pub mod janitor;
 mod prepared;
 mod server;
+mod spellings;
 mod stats;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use tokio::time::timeout_at;
 pub use guard::{PooledConn, Release};
 pub use prepared::PreparedSet;
 pub use server::{record_parameter, Credentials, ServerConn, ServerError};
+pub use spellings::Spellings;
 pub use stats::{PoolStats, StatsSnapshot};
 
 use crate::cluster::Node;
@@ -207,6 +209,8 @@ impl Pool {
 pub struct PoolSet {
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
     db_limits: Mutex<HashMap<(usize, String), Arc<Semaphore>>>,
+    /// How the cluster's servers spell clients' startup values.
+    pub spellings: Spellings,
 }
 
 impl PoolSet {

@@ -1,6 +1,7 @@
 //! One server connection: connect, log in as the client's user, track the server's
 //! parameters, run simple queries for checks and resets.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -9,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::auth::{md5_response_for_server, ClientKeys, ScramClient, ScramCredential, Secret};
+use crate::cancel::CancelGate;
 use crate::protocol::backend::{parse_error_fields, parse_parameter_status, ErrorFields};
 use crate::protocol::frame::{body, next_message};
 
@@ -61,6 +63,8 @@ pub struct ServerConn {
     pub applied: Vec<(String, String)>,
     /// Named statements prepared on this connection by pgfleet (transaction mode).
     pub prepared: super::PreparedSet,
+    /// Cancel requests on their way to this connection.
+    pub cancel_gate: Arc<CancelGate>,
     pub(super) _open: super::OpenGuard,
 }
 
@@ -88,6 +92,7 @@ impl ServerConn {
             generation,
             applied: Vec::new(),
             prepared: super::PreparedSet::default(),
+            cancel_gate: Arc::default(),
             _open: open,
         };
         conn.login(database, cred, max_message).await?;

@@ -6,20 +6,28 @@
 //! so the connection can go back to the pool. The idle and query timeouts are watched on
 //! the server side of the pump: while the server has nothing to send, that read waits.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::pool::{record_parameter, PoolStats, PooledConn, Release};
-use crate::protocol::frame::{announced_size, body, read_cstr};
+use crate::pool::{record_parameter, PooledConn, Release};
+use crate::protocol::frame::{announced_size, body};
 use crate::protocol::{next_message, ProtocolError};
 
 use super::conn::ClientConn;
 use super::prepared::{ClientStatements, Expect, Expected, Rewriter};
-use super::settings::{classify, looks_like_set, SqlCommand};
+use super::settings::SqlCommand;
 use super::track::Track;
+
+mod counts;
+mod deadline;
+mod inspect;
+
+use counts::Counts;
+use deadline::{next_deadline, same};
+use inspect::{pop_expected, rewrite, settle, watch_session_command};
 
 /// Why the pump stopped.
 #[derive(Debug)]
@@ -342,129 +350,6 @@ pub async fn pump(
         reset_seen: track.reset_seen(),
         commands,
         untracked_set: untracked_set.into_inner() || track.untracked_set(),
-    }
-}
-
-/// Traffic of this pump, added to the pool's shared counters every `FLUSH_EVERY`
-/// batches and at the end: no shared cache line written per round trip.
-#[derive(Debug, Default)]
-struct Counts {
-    received: AtomicU64,
-    sent: AtomicU64,
-    queries: AtomicU64,
-    xacts: AtomicU64,
-    batches: AtomicU64,
-}
-
-const FLUSH_EVERY: u64 = 64;
-
-impl Counts {
-    fn sent(&self, bytes: usize, queries: u64, xacts: u64, stats: &PoolStats) {
-        self.sent.fetch_add(bytes as u64, Ordering::Relaxed);
-        self.queries.fetch_add(queries, Ordering::Relaxed);
-        self.xacts.fetch_add(xacts, Ordering::Relaxed);
-        if self.batches.fetch_add(1, Ordering::Relaxed) + 1 >= FLUSH_EVERY {
-            self.flush(stats);
-        }
-    }
-
-    fn flush(&self, stats: &PoolStats) {
-        self.batches.store(0, Ordering::Relaxed);
-        stats.add_received(self.received.swap(0, Ordering::Relaxed) as usize);
-        let sent = self.sent.swap(0, Ordering::Relaxed) as usize;
-        let queries = self.queries.swap(0, Ordering::Relaxed);
-        stats.add_sent(sent, queries, self.xacts.swap(0, Ordering::Relaxed));
-    }
-}
-
-/// Rewrites one client message for the server when it names a prepared statement or
-/// deallocates one; appends the replacement to `out` and returns true if so.
-fn rewrite(rw: &mut Rewriter<'_>, m: &[u8], out: &mut BytesMut) -> bool {
-    match m[0] {
-        b'P' | b'B' | b'D' | b'C' => rw.rewrite(m, out),
-        b'Q' => {
-            let mut pos = 0;
-            let Some(sql) = read_cstr(body(m), &mut pos) else {
-                return false;
-            };
-            rw.deallocate(sql, out)
-        }
-        _ => false,
-    }
-}
-
-/// What the next ParseComplete/CloseComplete answers.
-fn pop_expected(expected: &Expected) -> Option<Expect> {
-    let mut q = expected.lock().unwrap_or_else(|e| e.into_inner());
-    q.pop_front()
-}
-
-/// Drops the expectations that `done` says will get no answer any more; true if any.
-fn settle(expected: &Expected, done: impl Fn(&Expect) -> bool) -> bool {
-    let mut q = expected.lock().unwrap_or_else(|e| e.into_inner());
-    let mut dropped = false;
-    while q.front().is_some_and(&done) {
-        q.pop_front();
-        dropped = true;
-    }
-    dropped
-}
-
-/// When the current wait for the server times out, and as what.
-fn next_deadline(
-    track: &Track,
-    opts: &PumpOptions,
-    idle_since: Instant,
-) -> Option<(Instant, PumpEnd)> {
-    if track.quiet() || track.idle_unsynced() {
-        let (limit, end) = match track.status() {
-            b'I' if track.quiet() => (opts.client_idle_timeout?, PumpEnd::ClientIdle),
-            _ => (opts.idle_transaction_timeout?, PumpEnd::IdleInTransaction),
-        };
-        Some((idle_since + limit, end))
-    } else {
-        Some((
-            track.busy_since()? + opts.query_timeout?,
-            PumpEnd::QueryTimeout,
-        ))
-    }
-}
-
-fn same(a: &PumpEnd, b: &PumpEnd) -> bool {
-    std::mem::discriminant(a) == std::mem::discriminant(b)
-}
-
-/// Notes a SET/RESET/DISCARD ALL sent as the only statement of a simple query or an
-/// unnamed extended-protocol statement (its ReadyForQuery tells whether it ran outside
-/// a transaction block); flags a SET that pgfleet cannot follow (a named statement,
-/// several statements in one query).
-fn watch_session_command(track: &Track, message: &[u8], named: bool, untracked: &AtomicBool) {
-    let mut pos = 0;
-    let b = body(message);
-    // A simple Query, or the unnamed statement of an extended batch (as pgjdbc sends
-    // every statement): its ReadyForQuery is that of the next request (Query or Sync).
-    let (sql, followed) = if message[0] == b'P' {
-        let name = read_cstr(b, &mut pos);
-        (read_cstr(b, &mut pos), name == Some(""))
-    } else {
-        (read_cstr(b, &mut pos), true)
-    };
-    let Some(sql) = sql else { return };
-    // Only SET, RESET and DISCARD are looked into.
-    let first = sql
-        .trim_start()
-        .bytes()
-        .next()
-        .map(|b| b.to_ascii_lowercase());
-    if !matches!(first, Some(b's' | b'r' | b'd')) {
-        return;
-    }
-    match classify(sql) {
-        Some(command) if followed => track.session_command(command),
-        // A named statement's command counts when a Bind runs it (see `Rewriter`).
-        Some(_) if named => {}
-        _ if looks_like_set(sql) => untracked.store(true, Ordering::Relaxed),
-        _ => {}
     }
 }
 

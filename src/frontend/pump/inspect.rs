@@ -1,0 +1,83 @@
+//! What the pump looks into as messages go by: statements to rewrite, the answers
+//! pgfleet waits for, and session commands (SET, RESET, DISCARD ALL).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::BytesMut;
+
+use crate::frontend::prepared::{Expect, Expected, Rewriter};
+use crate::frontend::settings::{classify, looks_like_set};
+use crate::frontend::track::Track;
+use crate::protocol::frame::{body, read_cstr};
+
+/// Rewrites one client message for the server when it names a prepared statement or
+/// deallocates one; appends the replacement to `out` and returns true if so.
+pub(super) fn rewrite(rw: &mut Rewriter<'_>, m: &[u8], out: &mut BytesMut) -> bool {
+    match m[0] {
+        b'P' | b'B' | b'D' | b'C' => rw.rewrite(m, out),
+        b'Q' => {
+            let mut pos = 0;
+            let Some(sql) = read_cstr(body(m), &mut pos) else {
+                return false;
+            };
+            rw.deallocate(sql, out)
+        }
+        _ => false,
+    }
+}
+
+/// What the next ParseComplete/CloseComplete answers.
+pub(super) fn pop_expected(expected: &Expected) -> Option<Expect> {
+    let mut q = expected.lock().unwrap_or_else(|e| e.into_inner());
+    q.pop_front()
+}
+
+/// Drops the expectations that `done` says will get no answer any more; true if any.
+pub(super) fn settle(expected: &Expected, done: impl Fn(&Expect) -> bool) -> bool {
+    let mut q = expected.lock().unwrap_or_else(|e| e.into_inner());
+    let mut dropped = false;
+    while q.front().is_some_and(&done) {
+        q.pop_front();
+        dropped = true;
+    }
+    dropped
+}
+
+/// Notes a SET/RESET/DISCARD ALL sent as the only statement of a simple query or an
+/// unnamed extended-protocol statement (its ReadyForQuery tells whether it ran outside
+/// a transaction block); flags a SET that pgfleet cannot follow (a named statement,
+/// several statements in one query).
+pub(super) fn watch_session_command(
+    track: &Track,
+    message: &[u8],
+    named: bool,
+    untracked: &AtomicBool,
+) {
+    let mut pos = 0;
+    let b = body(message);
+    // A simple Query, or the unnamed statement of an extended batch (as pgjdbc sends
+    // every statement): its ReadyForQuery is that of the next request (Query or Sync).
+    let (sql, followed) = if message[0] == b'P' {
+        let name = read_cstr(b, &mut pos);
+        (read_cstr(b, &mut pos), name == Some(""))
+    } else {
+        (read_cstr(b, &mut pos), true)
+    };
+    let Some(sql) = sql else { return };
+    // Only SET, RESET and DISCARD are looked into.
+    let first = sql
+        .trim_start()
+        .bytes()
+        .next()
+        .map(|b| b.to_ascii_lowercase());
+    if !matches!(first, Some(b's' | b'r' | b'd')) {
+        return;
+    }
+    match classify(sql) {
+        Some(command) if followed => track.session_command(command),
+        // A named statement's command counts when a Bind runs it (see `Rewriter`).
+        Some(_) if named => {}
+        _ if looks_like_set(sql) => untracked.store(true, Ordering::Relaxed),
+        _ => {}
+    }
+}
