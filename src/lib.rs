@@ -8,6 +8,7 @@ pub mod balance;
 pub mod cancel;
 pub mod cluster;
 pub mod config;
+pub mod discovery;
 pub mod fleet;
 pub mod frontend;
 pub mod harness;

@@ -9,7 +9,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 pub use duration::format as format_duration;
-pub use schema::{AuthType, Balance, Cluster, Config, Endpoint, General, Pool, PoolMode, Role};
+pub use schema::{
+    AuthType, Balance, Cluster, Config, Discovery, Endpoint, Fallback, General, Pool, PoolMode,
+    Role,
+};
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +134,55 @@ fn check_host(h: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `_service._proto.name`: a DNS SRV name (the records carry the ports).
+pub fn is_srv_name(h: &str) -> bool {
+    h.starts_with('_') && !h.contains(':') && h.split('.').count() >= 3
+}
+
+/// The member keys the discovery source needs: (key, what is wrong).
+fn check_members(c: &Cluster) -> Result<(), (&'static str, String)> {
+    let needs_hosts = matches!(
+        c.discovery,
+        Discovery::Static | Discovery::Dns | Discovery::Aurora
+    );
+    if needs_hosts && c.hosts.is_empty() {
+        let msg = format!(
+            "needs at least one host:port with discovery = \"{}\"",
+            c.discovery.as_str()
+        );
+        return Err(("hosts", msg));
+    }
+    for (i, h) in c.hosts.iter().enumerate() {
+        if !(c.discovery == Discovery::Dns && is_srv_name(h)) {
+            check_host(h).map_err(|m| ("hosts", m))?;
+        }
+        if c.hosts[..i].contains(h) {
+            return Err(("hosts", format!("\"{h}\" is listed twice")));
+        }
+    }
+    if c.discovery_interval.is_zero() {
+        return Err(("discovery_interval", "must be longer than 0s".into()));
+    }
+    let missing = |key, what: &str| {
+        let msg = format!("is needed with discovery = \"{what}\"");
+        Err((key, msg))
+    };
+    match c.discovery {
+        Discovery::Dir if c.member_dir.is_none() => missing("member_dir", "dir"),
+        Discovery::Aurora => match &c.instance_endpoint {
+            None => missing("instance_endpoint", "aurora"),
+            Some(t) if !t.contains("{server_id}") => {
+                Err(("instance_endpoint", "must contain {server_id}".into()))
+            }
+            Some(t) => {
+                check_host(&t.replace("{server_id}", "x")).map_err(|m| ("instance_endpoint", m))
+            }
+        },
+        Discovery::Rds if c.cluster_identifier.is_none() => missing("cluster_identifier", "rds"),
+        _ => Ok(()),
+    }
+}
+
 fn invalid(path: &Path, key: &str, message: &str) -> ConfigError {
     ConfigError::Invalid {
         path: path.into(),
@@ -181,20 +233,14 @@ pub fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
     for (name, c) in &config.clusters {
         let file = loaded.cluster_files.get(name).unwrap_or(gfile);
         let key = |k: &str| format!("clusters.{name}.{k}");
-        if c.hosts.is_empty() {
-            return Err(invalid(file, &key("hosts"), "needs at least one host:port"));
-        }
-        for (i, h) in c.hosts.iter().enumerate() {
-            if let Err(msg) = check_host(h) {
-                return Err(invalid(file, &key("hosts"), &msg));
-            }
-            if c.hosts[..i].contains(h) {
-                let msg = format!("\"{h}\" is listed twice");
-                return Err(invalid(file, &key("hosts"), &msg));
-            }
+        if let Err((k, msg)) = check_members(c) {
+            return Err(invalid(file, &key(k), &msg));
         }
         let p = &c.pool;
         for (k, d) in [
+            ("discovery_interval", c.discovery_interval),
+            ("drain_timeout", c.drain_timeout),
+            ("failover_timeout", c.failover_timeout),
             ("health_interval", c.health_interval),
             ("health_timeout", c.health_timeout),
             ("max_lag", c.max_lag),

@@ -90,8 +90,45 @@ impl Default for General {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
-    /// Static members, `host:port`.
+    /// Where the members come from: `static` (default), `dns`, `dir`, `aurora` or `rds`.
+    #[serde(default)]
+    pub discovery: Discovery,
+    /// Time between two polls of the discovery source. Default 10s.
+    #[serde(default = "secs::<10>", with = "duration")]
+    pub discovery_interval: Duration,
+    /// `static`: the members, `host:port`. `dns`: names re-resolved every
+    /// `discovery_interval`, `name:port` (A/AAAA) or `_service._proto.name` (SRV).
+    /// `aurora`: members to query `aurora_replica_status()` through (any will do).
+    #[serde(default)]
     pub hosts: Vec<String>,
+    /// `dns`: the name server to ask, `ip:port`; default: the system's resolver.
+    #[serde(default)]
+    pub dns_server: Option<SocketAddr>,
+    /// `dir`: a directory of member files, each with one `host:port` per line (`#`
+    /// starts a comment).
+    #[serde(default)]
+    pub member_dir: Option<std::path::PathBuf>,
+    /// `aurora`: turns a `server_id` into an address, e.g.
+    /// `{server_id}.abcdefghij.eu-west-1.rds.amazonaws.com:5432`.
+    #[serde(default)]
+    pub instance_endpoint: Option<String>,
+    /// `rds`: the DB cluster identifier.
+    #[serde(default)]
+    pub cluster_identifier: Option<String>,
+    /// `rds`: the RDS API address; default: AWS's for the region.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// `rds`: the AWS region; default: from the AWS configuration chain.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// A member removed from the cluster keeps its running sessions this long, then
+    /// they are closed. Default 30s.
+    #[serde(default = "secs::<30>", with = "duration")]
+    pub drain_timeout: Duration,
+    /// While no writer is known, a writer transaction waits this long for one (then
+    /// fails with 57P03). Default 30s.
+    #[serde(default = "secs::<30>", with = "duration")]
+    pub failover_timeout: Duration,
     /// User of the health check; its password comes from `auth_file` (plaintext) or
     /// none (trust). Default `pgcheck`.
     #[serde(default = "default_health_user")]
@@ -115,6 +152,10 @@ pub struct Cluster {
     /// A replica further behind than this leaves the reader set. Default 10s.
     #[serde(default = "secs::<10>", with = "duration")]
     pub max_lag: Duration,
+    /// A replica further behind than this many bytes of WAL leaves the reader set too;
+    /// 0 (default) does not look at bytes.
+    #[serde(default)]
+    pub max_lag_bytes: u64,
     /// Pool settings shared by the cluster's endpoints.
     #[serde(default)]
     pub pool: Pool,
@@ -136,6 +177,35 @@ fn default_fall() -> u32 {
 }
 const fn secs<const N: u64>() -> Duration {
     Duration::from_secs(N)
+}
+
+/// Where a cluster's members come from.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Discovery {
+    /// The `hosts` list (default).
+    #[default]
+    Static,
+    /// The `hosts` names, re-resolved.
+    Dns,
+    /// The files of `member_dir`.
+    Dir,
+    /// `aurora_replica_status()` through any member.
+    Aurora,
+    /// The AWS RDS API (DescribeDBClusters, DescribeDBInstances).
+    Rds,
+}
+
+impl Discovery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Discovery::Static => "static",
+            Discovery::Dns => "dns",
+            Discovery::Dir => "dir",
+            Discovery::Aurora => "aurora",
+            Discovery::Rds => "rds",
+        }
+    }
 }
 
 /// When a server connection goes back to the pool.
@@ -258,4 +328,19 @@ pub struct Endpoint {
     /// `leastconn` (default), `roundrobin` or `random`.
     #[serde(default)]
     pub balance: Balance,
+    /// A `replica` endpoint with no replica that fits: `error` (default; clients wait
+    /// `query_wait_timeout`, then get 57P03) or `primary` (reads go to the writer).
+    #[serde(default)]
+    pub fallback: Fallback,
+}
+
+/// What a `replica` endpoint does when no replica fits.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    /// Wait for a replica, then fail (default).
+    #[default]
+    Error,
+    /// Serve reads from the writer.
+    Primary,
 }
