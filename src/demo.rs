@@ -144,7 +144,7 @@ pub fn figures(fleet: &Fleet, last: &mut HashMap<String, (u64, Instant)>) -> Str
     let topology = fleet.state.current.load();
     for cluster in &topology.clusters {
         let pools = cluster.pools.all();
-        for node in &cluster.nodes {
+        for node in cluster.nodes().iter() {
             let node_pools = pools.iter().filter(|p| p.key.node == node.index);
             let (xacts, conns) = node_pools.fold((0, 0), |(x, c), p| {
                 (x + p.stats.snapshot().xacts, c + p.open())

@@ -9,16 +9,18 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::auth::{Secret, Userlist};
-use crate::cluster::{health, ClusterState};
+use crate::cluster::{membership, ClusterState};
 use crate::config::Loaded;
 use crate::state::{State, Topology};
-use crate::{frontend, pool, stats};
+use crate::{admin, discovery, frontend, pool, stats};
 
 /// A running pgfleet: its state and the addresses it listens on.
 pub struct Fleet {
     pub state: Arc<State>,
     /// `cluster.endpoint` → bound address.
     pub endpoints: BTreeMap<String, SocketAddr>,
+    /// The admin console's bound address, if `admin_listen` is set.
+    pub admin: Option<SocketAddr>,
 }
 
 impl Fleet {
@@ -29,6 +31,10 @@ impl Fleet {
         warn_unserved(&config.general);
         let auth_file = &config.general.auth_file;
         let users = Userlist::load(auth_file)?;
+        let admin_listener = match config.general.admin_listen {
+            Some(addr) => Some(bind(addr).await.context("general.admin_listen")?),
+            None => None,
+        };
         let mut listeners = Vec::new();
         let mut clusters = Vec::new();
         for (name, c) in &config.clusters {
@@ -48,9 +54,20 @@ impl Fleet {
         };
         let state = Arc::new(State::new(topology));
         let max_message = config.general.max_message_size;
+        let mut sources = Vec::new();
         for cluster in &clusters {
             let password = health_password(&state, &cluster.config.health_user);
-            health::spawn(cluster.clone(), password, state.stop.subscribe());
+            let ctx = discovery::Context {
+                health_password: password.clone(),
+            };
+            let source = discovery::source(&cluster.config, &ctx)
+                .with_context(|| format!("clusters.{}.discovery", cluster.name))?;
+            sources.push((source, password));
+        }
+        for (cluster, (source, password)) in clusters.iter().zip(sources) {
+            let members =
+                membership::run(cluster.clone(), source, password, state.stop.subscribe());
+            tokio::spawn(members);
             tokio::spawn(pool::janitor::run(
                 cluster.clone(),
                 max_message,
@@ -71,7 +88,20 @@ impl Fleet {
                 listener,
             ));
         }
-        Ok(Fleet { state, endpoints })
+        let admin = match admin_listener {
+            Some(listener) => {
+                let addr = listener.local_addr()?;
+                tracing::info!(%addr, "admin console listening");
+                tokio::spawn(admin::serve(state.clone(), listener));
+                Some(addr)
+            }
+            None => None,
+        };
+        Ok(Fleet {
+            state,
+            endpoints,
+            admin,
+        })
     }
 
     /// Stops listening and ends every session (each client gets `57P01`) and
@@ -128,9 +158,6 @@ fn health_password(state: &State, user: &str) -> Option<String> {
 
 /// Keys of the interface that this version accepts but does not serve yet.
 fn warn_unserved(general: &crate::config::General) {
-    if let Some(addr) = general.admin_listen {
-        tracing::warn!(%addr, "admin_listen: the admin console is not available in this version");
-    }
     if let Some(addr) = general.http_listen {
         tracing::warn!(%addr, "http_listen: the HTTP endpoints are not available in this version");
     }

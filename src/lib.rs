@@ -3,6 +3,7 @@
 //! Data flows one way: `frontend` (a client's life) asks `balance` for a node of a
 //! `cluster`, checks a server connection out of `pool`, and pumps `protocol` messages.
 
+pub mod admin;
 pub mod auth;
 pub mod balance;
 pub mod cancel;

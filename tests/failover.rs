@@ -63,8 +63,8 @@ async fn promotion_moves_the_writer_and_the_old_primary_rejoins_as_reader() {
         "the old primary is a healthy replica",
         Duration::from_secs(10),
         || {
-            main.nodes[0].role() == pgfleet::cluster::NodeRole::Replica
-                && main.nodes[0].health() == Health::Up
+            main.nodes()[0].role() == pgfleet::cluster::NodeRole::Replica
+                && main.nodes()[0].health() == Health::Up
         },
     )
     .await;
@@ -73,7 +73,7 @@ async fn promotion_moves_the_writer_and_the_old_primary_rejoins_as_reader() {
     wait_for(
         "the rebuilt replica is back",
         Duration::from_secs(10),
-        || main.fits(&main.nodes[2], pgfleet::config::Role::Replica),
+        || main.fits(&main.nodes()[2], pgfleet::config::Role::Replica),
     )
     .await;
     let ports: HashSet<u16> = reader_ports(&s, 6).await.into_iter().collect();
@@ -88,16 +88,16 @@ async fn orphaned_replica_serves_until_another_primary_exists() {
     wait_for(
         "the replicas see they receive nothing",
         Duration::from_secs(5),
-        || main.nodes[1].orphaned() && main.nodes[2].orphaned(),
+        || main.nodes()[1].orphaned() && main.nodes()[2].orphaned(),
     )
     .await;
     // No primary at all: the replicas are the freshest data there is; reads go on,
     // also well past max_lag.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
-        main.nodes[2].lagging(),
+        main.nodes()[2].lagging(),
         "lag is still measured: {:?}",
-        main.nodes[2].lag()
+        main.nodes()[2].lag()
     );
     assert!(whereami(&app(s.addr("reader")).await).await.0);
     // Node 1 is promoted: node 2, still following the dead node 0, is stale now.
@@ -123,7 +123,7 @@ async fn killed_replica_sessions_go_to_the_other_at_once() {
     assert!(ports.iter().all(|&p| p == p2), "{ports:?}");
     let main = s.main();
     wait_for("the killed node is down", Duration::from_secs(2), || {
-        main.nodes[1].health() == Health::Down
+        main.nodes()[1].health() == Health::Down
     })
     .await;
     println!("killed node down after {:?}", killed.elapsed());
@@ -132,7 +132,7 @@ async fn killed_replica_sessions_go_to_the_other_at_once() {
     wait_for(
         "the restarted node is up again",
         Duration::from_secs(10),
-        || main.nodes[1].health() == Health::Up,
+        || main.nodes()[1].health() == Health::Up,
     )
     .await;
     let ports: HashSet<u16> = reader_ports(&s, 6).await.into_iter().collect();
@@ -147,7 +147,7 @@ async fn frozen_replica_is_taken_out_by_the_health_timeout() {
     blocking(|| s.cluster.pause(1)).unwrap();
     let paused = Instant::now();
     wait_for("the frozen node is down", Duration::from_secs(4), || {
-        main.nodes[1].health() == Health::Down
+        main.nodes()[1].health() == Health::Down
     })
     .await;
     println!("frozen node down after {:?}", paused.elapsed());
@@ -155,7 +155,7 @@ async fn frozen_replica_is_taken_out_by_the_health_timeout() {
     assert!(ports.iter().all(|&p| p == p2), "{ports:?}");
     blocking(|| s.cluster.resume(1)).unwrap();
     wait_for("the resumed node is up", Duration::from_secs(10), || {
-        main.nodes[1].health() == Health::Up
+        main.nodes()[1].health() == Health::Up
     })
     .await;
 }
@@ -166,7 +166,7 @@ async fn no_fitting_node_is_a_clear_error_not_a_hang() {
     blocking(|| s.cluster.stop(1)).unwrap();
     let main = s.main();
     wait_for("the replica is down", Duration::from_secs(3), || {
-        main.nodes[1].health() == Health::Down
+        main.nodes()[1].health() == Health::Down
     })
     .await;
     let started = Instant::now();
@@ -181,8 +181,118 @@ async fn no_fitting_node_is_a_clear_error_not_a_hang() {
     whereami(&app(s.addr("writer")).await).await;
     blocking(|| s.cluster.start_node(1)).unwrap();
     wait_for("the replica is back", Duration::from_secs(10), || {
-        main.nodes[1].health() == Health::Up
+        main.nodes()[1].health() == Health::Up
     })
     .await;
     assert!(whereami(&app(s.addr("reader")).await).await.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_wait_through_a_failover_and_land_on_the_new_writer() {
+    let pool = "pool_mode = \"transaction\"";
+    let s = setup(2, "", "failover_timeout = \"20s\"", pool).await;
+    let main = s.main();
+    let writer = s.addr("writer");
+    let c = app(writer).await;
+    c.batch_execute("create table ft(i int)").await.unwrap();
+    blocking(|| s.cluster.wait_caught_up()).unwrap();
+    // A transaction running on the writer when it dies: a clean error, the client stays.
+    let running = tokio::spawn(async move {
+        let r = c.batch_execute("select pg_sleep(20)").await;
+        (r, c)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    blocking(|| s.cluster.kill(0)).unwrap();
+    let (r, c) = tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("the running statement ends")
+        .unwrap();
+    let e = r.unwrap_err();
+    assert_eq!(sqlstate(&e), "08006", "{e:?}");
+    wait_for("no writer", Duration::from_secs(5), || {
+        main.writer().is_none()
+    })
+    .await;
+    // Its next write waits for a writer instead of failing.
+    let write = tokio::spawn(async move {
+        let r = c.batch_execute("insert into ft values (1)").await;
+        (r, c)
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!write.is_finished(), "the write waits for a writer");
+    blocking(|| s.cluster.promote(1)).unwrap();
+    let promoted = Instant::now();
+    let (r, c) = write.await.unwrap();
+    r.expect("the waiting write succeeds on the new writer");
+    let waited = promoted.elapsed();
+    println!("first write through the writer endpoint {waited:?} after the promotion");
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    assert_eq!(whereami(&c).await, (false, s.cluster.port(1)));
+    let n: i64 = c
+        .query_one("select count(*) from ft", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_replica_leaves_the_readers_and_rejoins() {
+    let s = setup(2, "", "max_lag = \"1s\"", "").await;
+    let main = s.main();
+    blocking(|| s.cluster.psql(0, "create table lagt(i int)")).unwrap();
+    blocking(|| s.cluster.wait_caught_up()).unwrap();
+    blocking(|| s.cluster.psql(2, "select pg_wal_replay_pause()")).unwrap();
+    let paused = Instant::now();
+    // Writes keep coming; node 2 receives them but replays none.
+    let mut left = None;
+    for i in 0..100 {
+        let sql = format!("insert into lagt values ({i})");
+        blocking(|| s.cluster.psql(0, &sql)).unwrap();
+        if main.nodes()[2].lagging() {
+            left = Some(paused.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left = left.expect("node 2 leaves the readers");
+    println!(
+        "node 2 out after {left:?}; lag {:?}, {} bytes",
+        main.nodes()[2].lag(),
+        main.nodes()[2].lag_bytes()
+    );
+    assert!(left >= Duration::from_secs(1), "{left:?}");
+    assert!(main.nodes()[2].lag_bytes() > 0);
+    let ports = reader_ports(&s, 4).await;
+    assert!(ports.iter().all(|&p| p == s.cluster.port(1)), "{ports:?}");
+    blocking(|| s.cluster.psql(2, "select pg_wal_replay_resume()")).unwrap();
+    wait_for("node 2 rejoins", Duration::from_secs(5), || {
+        !main.nodes()[2].lagging()
+    })
+    .await;
+    let ports: HashSet<u16> = reader_ports(&s, 4).await.into_iter().collect();
+    assert_eq!(ports.len(), 2, "{ports:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_endpoint_can_fall_back_to_the_writer() {
+    let fallback = "\n[clusters.main.endpoints.reads]\nlisten = \"127.0.0.1:0\"\nrole = \"replica\"\nfallback = \"primary\"\n";
+    let s = setup(1, "", fallback, "query_wait_timeout = \"1s\"").await;
+    let main = s.main();
+    assert_eq!(
+        whereami(&app(s.addr("reads")).await).await.1,
+        s.cluster.port(1)
+    );
+    blocking(|| s.cluster.stop(1)).unwrap();
+    wait_for("the replica is down", Duration::from_secs(3), || {
+        main.nodes()[1].health() == Health::Down
+    })
+    .await;
+    // `reads` serves from the writer; `reader` (fallback = "error") refuses.
+    assert_eq!(
+        whereami(&app(s.addr("reads")).await).await,
+        (false, s.cluster.port(0))
+    );
+    let e = connect(s.addr("reader"), "app", "app").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "57P03", "{e}");
 }

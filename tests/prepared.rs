@@ -8,33 +8,6 @@ use tokio_postgres::types::Type;
 
 const TXN: &str = "pool_mode = \"transaction\"";
 
-fn pgbench(addr: std::net::SocketAddr, args: &[&str]) -> std::process::Child {
-    std::process::Command::new("pgbench")
-        .args(["-n", "-h"])
-        .arg(addr.ip().to_string())
-        .arg("-p")
-        .arg(addr.port().to_string())
-        .args(["-U", "app"])
-        .args(args)
-        .arg("app")
-        .env("PGPASSWORD", "app")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("pgbench runs")
-}
-
-fn finish(child: std::process::Child) -> String {
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    text
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_protocols_over_100k_transactions_without_statement_errors() {
     let s = setup(2, "", "", &format!("{TXN}\ndefault_pool_size = 4")).await;
@@ -43,13 +16,13 @@ async fn mixed_protocols_over_100k_transactions_without_statement_errors() {
     let runs: Vec<_> = ["simple", "extended", "prepared"]
         .iter()
         .map(|mode| {
-            pgbench(
+            pgbench_spawn(
                 reader,
                 &["-S", "-M", mode, "-c", "8", "-j", "1", "-t", "4200"],
             )
         })
         .collect();
-    let outputs: Vec<String> = blocking(|| runs.into_iter().map(finish).collect());
+    let outputs: Vec<String> = blocking(|| runs.into_iter().map(pgbench_finish).collect());
     for out in &outputs {
         assert!(out.contains("actually processed: 33600/33600"), "{out}");
         assert!(
@@ -59,7 +32,7 @@ async fn mixed_protocols_over_100k_transactions_without_statement_errors() {
     }
     // 64 prepared clients over 4 connections per replica.
     let out = blocking(|| {
-        finish(pgbench(
+        pgbench_finish(pgbench_spawn(
             reader,
             &["-S", "-M", "prepared", "-c", "64", "-j", "2", "-t", "100"],
         ))

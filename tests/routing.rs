@@ -60,7 +60,7 @@ async fn leastconn_spreads_32_sessions_evenly() {
         .find(|e| e.name == "reader")
         .unwrap()
         .index;
-    let counted: usize = main.nodes.iter().map(|n| n.sessions(reader)).sum();
+    let counted: usize = main.nodes().iter().map(|n| n.sessions(reader)).sum();
     assert_eq!(counted, 32);
 }
 

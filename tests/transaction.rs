@@ -561,7 +561,7 @@ async fn a_joining_replica_takes_its_share_within_seconds() {
     let main = s.main();
     blocking(|| s.cluster.stop(3)).unwrap();
     wait_for("node 3 is down", Duration::from_secs(5), || {
-        main.nodes[3].health() != pgfleet::cluster::Health::Up
+        main.nodes()[3].health() != pgfleet::cluster::Health::Up
     })
     .await;
     let reader = s.addr("reader");
@@ -570,7 +570,7 @@ async fn a_joining_replica_takes_its_share_within_seconds() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     blocking(|| s.cluster.start_node(3)).unwrap();
     wait_for("node 3 passes its checks", Duration::from_secs(10), || {
-        main.fits(&main.nodes[3], pgfleet::config::Role::Replica)
+        main.fits(&main.nodes()[3], pgfleet::config::Role::Replica)
     })
     .await;
     let up = Instant::now();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rand::Rng;
 
 use crate::cluster::{ClusterState, EndpointState, Node};
-use crate::config::Balance;
+use crate::config::{Balance, Fallback, Role};
 
 /// Picks a node for a new session on `endpoint`, or `None` if no node fits now.
 ///
@@ -14,9 +14,22 @@ use crate::config::Balance;
 /// then the fewest over all endpoints (they share the pools); among equals it goes
 /// round-robin. `roundrobin` goes round the nodes that fit. O(nodes), no lock: the
 /// counts are atomics.
+///
+/// A `replica` endpoint with `fallback = "primary"` takes the writer when no replica
+/// fits.
 pub fn pick(cluster: &ClusterState, endpoint: &EndpointState) -> Option<Arc<Node>> {
+    let chosen = choose(cluster, endpoint);
+    match (chosen, endpoint.config.role, endpoint.config.fallback) {
+        (None, Role::Replica, Fallback::Primary) => cluster.writer(),
+        (chosen, _, _) => chosen,
+    }
+}
+
+/// `pick` among the nodes that fit the endpoint's role.
+fn choose(cluster: &ClusterState, endpoint: &EndpointState) -> Option<Arc<Node>> {
     let role = endpoint.config.role;
-    let fitting = || cluster.nodes.iter().filter(move |n| cluster.fits(n, role));
+    let nodes = cluster.nodes();
+    let fitting = || nodes.iter().filter(move |n| cluster.fits(n, role));
     let chosen = match endpoint.config.balance {
         Balance::Leastconn => {
             let load = |n: &Node| (n.sessions(endpoint.index), n.total_sessions());
@@ -83,11 +96,11 @@ role = "any"
             .into_iter()
             .enumerate()
         {
-            c.nodes[i].set_role(role);
-            c.nodes[i].set_health(Health::Up);
+            c.nodes()[i].set_role(role);
+            c.nodes()[i].set_health(Health::Up);
         }
-        c.nodes[0].set_primary_since(c.next_promotion());
-        c.observe_primary(&c.nodes[0], 1);
+        c.nodes()[0].set_primary_since(c.next_promotion());
+        c.observe_primary(&c.nodes()[0], 1);
         c
     }
 
@@ -105,8 +118,8 @@ role = "any"
             assert_eq!(node.role(), NodeRole::Replica);
             held.push(SessionSlot::new(node, reader.index));
         }
-        assert_eq!(c.nodes[1].sessions(reader.index), 5);
-        assert_eq!(c.nodes[2].sessions(reader.index), 5);
+        assert_eq!(c.nodes()[1].sessions(reader.index), 5);
+        assert_eq!(c.nodes()[2].sessions(reader.index), 5);
         // Free three on node 1: the next three go there.
         for _ in 0..3 {
             let at = held.iter().position(|s| s.node.index == 1).unwrap();
@@ -114,7 +127,7 @@ role = "any"
         }
         for _ in 0..3 {
             assert_eq!(pick(&c, reader).map(|n| n.index), Some(1));
-            held.push(SessionSlot::new(c.nodes[1].clone(), reader.index));
+            held.push(SessionSlot::new(c.nodes()[1].clone(), reader.index));
         }
     }
 
@@ -135,7 +148,7 @@ role = "any"
         let c = cluster("leastconn");
         let (reader, any) = (endpoint(&c, "reader"), endpoint(&c, "any"));
         let _held: Vec<SessionSlot> = (0..3)
-            .map(|_| SessionSlot::new(c.nodes[1].clone(), any.index))
+            .map(|_| SessionSlot::new(c.nodes()[1].clone(), any.index))
             .collect();
         for _ in 0..4 {
             assert_eq!(pick(&c, reader).map(|n| n.index), Some(2));
@@ -150,17 +163,17 @@ role = "any"
             assert_eq!(pick(&c, writer).map(|n| n.index), Some(0));
             assert_ne!(pick(&c, reader).map(|n| n.index), Some(0));
         }
-        c.nodes[1].set_health(Health::Down);
+        c.nodes()[1].set_health(Health::Down);
         assert_eq!(pick(&c, reader).map(|n| n.index), Some(2));
-        c.nodes[2].set_lagging(true);
+        c.nodes()[2].set_lagging(true);
         assert!(pick(&c, reader).is_none(), "a replica past max_lag is out");
         // Node 2 is promoted while node 0 still runs out of recovery: the writer moves,
         // and does not go back to node 0 while node 2 is down.
-        c.nodes[2].set_role(NodeRole::Primary);
-        c.nodes[2].set_primary_since(c.next_promotion());
-        c.observe_primary(&c.nodes[2], 2);
+        c.nodes()[2].set_role(NodeRole::Primary);
+        c.nodes()[2].set_primary_since(c.next_promotion());
+        c.observe_primary(&c.nodes()[2], 2);
         assert_eq!(pick(&c, writer).map(|n| n.index), Some(2));
-        c.nodes[2].set_health(Health::Down);
+        c.nodes()[2].set_health(Health::Down);
         assert!(pick(&c, writer).is_none());
         let any = endpoint(&c, "any");
         assert!(

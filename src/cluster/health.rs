@@ -11,7 +11,8 @@ use tracing::{info, warn};
 
 use super::{ClusterState, Health, Node, NodeRole};
 
-/// Role, WAL receiver state, lag and (for a primary) timeline in one round trip.
+/// Role, WAL receiver state, lag, (for a primary) timeline, and the WAL position
+/// (written on a primary, replayed on a replica) in one round trip.
 ///
 /// The lag of a streaming replica counts only while it has received WAL it has not
 /// replayed yet, so an idle primary does not make its replicas look late. A replica
@@ -30,7 +31,9 @@ const PROBE: &str = "with r as (select coalesce((select coalesce(status = 'strea
          when pg_last_wal_receive_lsn() is not distinct from pg_last_wal_replay_lsn() then 0::float8 \
          else coalesce(extract(epoch from now() - pg_last_xact_replay_timestamp()), 0)::float8 end, \
     case when pg_is_in_recovery() then 0::int8 \
-         else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 end \
+         else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 end, \
+    pg_wal_lsn_diff(case when pg_is_in_recovery() then coalesce(pg_last_wal_replay_lsn(), '0/0') \
+                         else pg_current_wal_lsn() end, '0/0')::int8 \
     from r";
 
 /// What one check found.
@@ -41,6 +44,7 @@ enum Probe {
         streaming: bool,
         lag: Duration,
         timeline: u64,
+        lsn: u64,
     },
     /// Connect refused or timed out: the node goes down at once.
     Unreachable(String),
@@ -48,17 +52,17 @@ enum Probe {
     Failed(String),
 }
 
-/// Starts the checker of every node of `cluster`. `password` is the health user's.
-pub fn spawn(cluster: Arc<ClusterState>, password: Option<String>, stop: watch::Receiver<bool>) {
-    for node in &cluster.nodes {
-        let task = check_loop(
-            cluster.clone(),
-            node.clone(),
-            password.clone(),
-            stop.clone(),
-        );
-        tokio::spawn(task);
-    }
+/// Starts the checker of `node` until it is removed or pgfleet stops. `password` is the
+/// health user's. A node that is `joining` (added to a running cluster) serves after
+/// `rise` passed checks; one known from the start serves after its first.
+pub fn spawn(
+    cluster: Arc<ClusterState>,
+    node: Arc<Node>,
+    password: Option<String>,
+    stop: watch::Receiver<bool>,
+    joining: bool,
+) {
+    tokio::spawn(check_loop(cluster, node, password, stop, joining));
 }
 
 async fn check_loop(
@@ -66,14 +70,21 @@ async fn check_loop(
     node: Arc<Node>,
     password: Option<String>,
     mut stop: watch::Receiver<bool>,
+    joining: bool,
 ) {
     let c = &cluster.config;
     let Some(pg) = pg_config(&node.addr, &c.health_user, &c.health_database, password) else {
         warn!(cluster = %cluster.name, node = %node.addr, "cannot parse the node address; not checked");
         return;
     };
-    let mut streak = HealthStreak::default();
+    let mut streak = HealthStreak {
+        joining,
+        ..HealthStreak::default()
+    };
     loop {
+        if node.removed() {
+            return;
+        }
         let started = Instant::now();
         let probe = probe(&node.addr, &pg, c.health_timeout).await;
         if streak.apply(&cluster, &node, probe) {
@@ -128,12 +139,14 @@ async fn probe(addr: &str, pg: &tokio_postgres::Config, limit: Duration) -> Prob
                 row.try_get(1),
                 row.try_get::<_, f64>(2),
                 row.try_get::<_, i64>(3),
+                row.try_get::<_, i64>(4),
             ) {
-                (Ok(in_recovery), Ok(streaming), Ok(lag), Ok(timeline)) => Probe::Ok {
+                (Ok(in_recovery), Ok(streaming), Ok(lag), Ok(timeline), Ok(lsn)) => Probe::Ok {
                     in_recovery,
                     streaming,
                     lag: Duration::try_from_secs_f64(lag.max(0.0)).unwrap_or(Duration::MAX),
                     timeline: timeline.max(0) as u64,
+                    lsn: lsn.max(0) as u64,
                 },
                 _ => Probe::Failed("unexpected answer to the health query".into()),
             },
@@ -155,6 +168,8 @@ struct HealthStreak {
     failed: u32,
     /// Checks in a row that found the replica beyond `max_lag`.
     late: u32,
+    /// Added to a running cluster: `rise` passed checks before the first client.
+    joining: bool,
 }
 
 impl HealthStreak {
@@ -167,9 +182,21 @@ impl HealthStreak {
                 streaming,
                 lag,
                 timeline,
+                lsn,
             } => {
                 self.failed = 0;
-                node.set_orphaned(in_recovery && !streaming);
+                // A source that reports lag (Aurora: readers have no WAL receiver) is
+                // believed over the probe's.
+                let reported = node.member().lag;
+                node.set_orphaned(in_recovery && !streaming && reported.is_none());
+                let lag = reported.unwrap_or(lag);
+                let lag_bytes = if in_recovery {
+                    cluster.primary_lsn().saturating_sub(lsn)
+                } else {
+                    cluster.observe_primary_lsn(lsn);
+                    0
+                };
+                node.set_lag_bytes(lag_bytes);
                 let role = if in_recovery {
                     NodeRole::Replica
                 } else {
@@ -188,14 +215,15 @@ impl HealthStreak {
                 }
                 let up = match node.health() {
                     Health::Up => false,
-                    Health::Unknown => true,
-                    Health::Down => {
+                    Health::Unknown if !self.joining => true,
+                    Health::Unknown | Health::Down => {
                         self.passed += 1;
                         self.passed >= rise
                     }
                 };
                 if up {
                     self.passed = 0;
+                    self.joining = false;
                     node.set_health(Health::Up);
                     info!(cluster = %name, node = %node.addr, role = role.as_str(), "node up");
                     changed = true;
@@ -209,7 +237,7 @@ impl HealthStreak {
             Probe::Failed(why) => {
                 self.passed = 0;
                 self.failed += 1;
-                if self.failed >= fall || node.health() == Health::Unknown {
+                if self.failed >= fall || (node.health() == Health::Unknown && !self.joining) {
                     mark_down(cluster, node, &why)
                 } else {
                     false
@@ -224,7 +252,8 @@ impl HealthStreak {
     /// reader set, one check within it brings it back. Returns true on a change.
     fn apply_lag(&mut self, cluster: &ClusterState, node: &Node, lag: Duration) -> bool {
         node.set_lag(lag);
-        let late = lag > cluster.config.max_lag;
+        let max_bytes = cluster.config.max_lag_bytes;
+        let late = lag > cluster.config.max_lag || (max_bytes > 0 && node.lag_bytes() > max_bytes);
         self.late = if late { self.late + 1 } else { 0 };
         let lagging = if late {
             self.late >= 2 || node.lagging()
@@ -238,7 +267,7 @@ impl HealthStreak {
             } else {
                 "within max_lag again"
             };
-            info!(cluster = %cluster.name, node = %node.addr, lag_ms = lag.as_millis() as u64, "replica {state}");
+            info!(cluster = %cluster.name, node = %node.addr, lag_ms = lag.as_millis() as u64, lag_bytes = node.lag_bytes(), "replica {state}");
         }
         changed
     }

@@ -1,16 +1,20 @@
 //! The members of a cluster, their role, health and lag, and the endpoints in front.
 
 pub mod health;
+pub mod membership;
 mod node;
+pub mod sockets;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use arc_swap::{ArcSwap, Guard};
 use tokio::sync::Notify;
 
 pub use node::{Health, Node, NodeRole};
 
 use crate::config::{self, Role};
+use crate::discovery::Member;
 use crate::pool::PoolSet;
 
 /// A cluster at run time: its settings, its nodes and its endpoints.
@@ -18,7 +22,12 @@ use crate::pool::PoolSet;
 pub struct ClusterState {
     pub name: String,
     pub config: config::Cluster,
-    pub nodes: Vec<Arc<Node>>,
+    /// The current members, in order of discovery (removed ones leave the list).
+    members: ArcSwap<Vec<Arc<Node>>>,
+    /// The next member's `Node::index`.
+    next_index: AtomicUsize,
+    /// Members removed and still draining.
+    draining: std::sync::Mutex<Vec<Arc<Node>>>,
     pub endpoints: Vec<EndpointState>,
     pub pools: PoolSet,
     /// Woken whenever a node's health or role changes, so clients waiting for a node
@@ -28,6 +37,8 @@ pub struct ClusterState {
     promotion_clock: AtomicU64,
     /// The highest timeline seen on a primary: only a primary on it may be the writer.
     writer_timeline: AtomicU64,
+    /// The writer's WAL position at its last check, for replicas' lag in bytes.
+    primary_lsn: AtomicU64,
 }
 
 /// An endpoint at run time.
@@ -54,21 +65,28 @@ impl ClusterState {
                 cursor: AtomicUsize::new(0),
             })
             .collect();
-        let nodes = config
-            .hosts
-            .iter()
-            .enumerate()
-            .map(|(i, h)| Arc::new(Node::new(i, h.clone(), endpoints.len())))
-            .collect();
+        // Static members are known at once; other sources fill the list when polled.
+        let nodes: Vec<Arc<Node>> = match config.discovery {
+            config::Discovery::Static => config
+                .hosts
+                .iter()
+                .enumerate()
+                .map(|(i, h)| Arc::new(Node::new(i, h.clone(), endpoints.len())))
+                .collect(),
+            _ => Vec::new(),
+        };
         ClusterState {
             name: name.to_owned(),
             config: config.clone(),
-            nodes,
+            next_index: AtomicUsize::new(nodes.len()),
+            draining: std::sync::Mutex::default(),
+            members: ArcSwap::from_pointee(nodes),
             endpoints,
             pools: PoolSet::default(),
             changed: Notify::new(),
             promotion_clock: AtomicU64::new(0),
             writer_timeline: AtomicU64::new(0),
+            primary_lsn: AtomicU64::new(0),
         }
     }
 
@@ -82,15 +100,15 @@ impl ClusterState {
     /// no writer: when the primary is gone and nothing was promoted, the replicas are as
     /// fresh as anything there is, and reads go on.
     pub fn fits(&self, node: &Node, role: Role) -> bool {
-        if node.health() != Health::Up {
+        if node.health() != Health::Up || node.removed() {
             return false;
         }
         match (role, node.role()) {
             (Role::Replica | Role::Any, NodeRole::Replica) => {
-                !node.lagging() || (node.orphaned() && self.writer().is_none())
+                !node.lagging() || (node.orphaned() && self.writer_index().is_none())
             }
             (Role::Primary | Role::Any, NodeRole::Primary) => {
-                self.writer().is_some_and(|w| w.index == node.index)
+                self.writer_index() == Some(node.index)
             }
             _ => false,
         }
@@ -99,13 +117,89 @@ impl ClusterState {
     /// The current writer: the healthy primary on the newest timeline (of two on the same
     /// timeline, the one seen becoming primary last). While the newest primary is down
     /// there is no writer: an older primary is never used again.
-    pub fn writer(&self) -> Option<&Arc<Node>> {
+    pub fn writer(&self) -> Option<Arc<Node>> {
+        let index = self.writer_index()?;
+        self.members
+            .load()
+            .iter()
+            .find(|n| n.index == index)
+            .cloned()
+    }
+
+    /// The writer's `Node::index`.
+    fn writer_index(&self) -> Option<usize> {
         let timeline = self.writer_timeline.load(Ordering::Acquire);
-        self.nodes
+        self.members
+            .load()
             .iter()
             .filter(|n| n.health() == Health::Up && n.role() == NodeRole::Primary)
-            .filter(|n| n.timeline() == timeline)
+            .filter(|n| !n.removed() && n.timeline() == timeline)
             .max_by_key(|n| n.primary_since())
+            .map(|n| n.index)
+    }
+
+    /// Members removed and still draining.
+    pub fn draining(&self) -> Vec<Arc<Node>> {
+        self.draining_list().clone()
+    }
+
+    /// A drained member is forgotten.
+    pub(crate) fn drained(&self, node: &Node) {
+        self.draining_list().retain(|n| n.index != node.index);
+    }
+
+    fn draining_list(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Node>>> {
+        self.draining.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current members. One atomic load; hold the guard briefly.
+    pub fn nodes(&self) -> Guard<Arc<Vec<Arc<Node>>>> {
+        self.members.load()
+    }
+
+    /// Makes `members` the cluster's member list: members already known keep their
+    /// node (health, role, pools and connections untouched), new ones get a node that
+    /// serves nobody until its health checks pass, and the others are removed (they
+    /// drain). Returns the nodes added and removed.
+    pub fn apply_members(&self, members: Vec<Member>) -> (Vec<Arc<Node>>, Vec<Arc<Node>>) {
+        let current = self.members.load_full();
+        let mut next: Vec<Arc<Node>> = Vec::with_capacity(members.len());
+        let mut added = Vec::new();
+        for m in members {
+            if next.iter().any(|n| n.addr == m.addr) {
+                continue;
+            }
+            match current.iter().find(|n| n.addr == m.addr) {
+                Some(node) => {
+                    node.set_member(m);
+                    next.push(node.clone());
+                }
+                None => {
+                    let index = self.next_index.fetch_add(1, Ordering::Relaxed);
+                    let node = Arc::new(Node::new(index, m.addr.clone(), self.endpoints.len()));
+                    node.set_member(m);
+                    added.push(node.clone());
+                    next.push(node);
+                }
+            }
+        }
+        // Known members first, in their order; new ones after.
+        next.sort_by_key(|n| n.index);
+        let removed: Vec<Arc<Node>> = current
+            .iter()
+            .filter(|n| !next.iter().any(|k| k.index == n.index))
+            .cloned()
+            .collect();
+        for node in &removed {
+            node.remove();
+            self.pools.close_idle(node.index);
+        }
+        self.draining_list().extend(removed.iter().cloned());
+        if !added.is_empty() || !removed.is_empty() {
+            self.members.store(Arc::new(next));
+            self.changed.notify_waiters();
+        }
+        (added, removed)
     }
 
     /// Records the timeline a primary writes on. A newer timeline than any seen before
@@ -116,7 +210,7 @@ impl ClusterState {
         node.set_timeline(timeline);
         let before = self.writer_timeline.fetch_max(timeline, Ordering::AcqRel);
         if timeline > before {
-            for other in &self.nodes {
+            for other in self.members.load().iter() {
                 if other.index != node.index && other.role() == NodeRole::Primary {
                     other.new_generation();
                     self.pools.close_idle(other.index);
@@ -125,6 +219,16 @@ impl ClusterState {
             return true;
         }
         changed
+    }
+
+    /// The writer's WAL position at its last check.
+    pub fn primary_lsn(&self) -> u64 {
+        self.primary_lsn.load(Ordering::Relaxed)
+    }
+
+    /// Records a primary's WAL position (a promoted node starts a new, higher one).
+    pub(crate) fn observe_primary_lsn(&self, lsn: u64) {
+        self.primary_lsn.fetch_max(lsn, Ordering::Relaxed);
     }
 
     /// Ticks the promotion clock.

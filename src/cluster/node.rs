@@ -3,7 +3,13 @@
 //! every session start without a lock.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use super::sockets::Sockets;
+use crate::discovery::Member;
 
 /// What the last checks said about a node's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,16 +72,24 @@ impl Health {
 /// A member of a cluster.
 #[derive(Debug)]
 pub struct Node {
-    /// Position in the cluster's node list.
+    /// The node's number in its cluster: given in order of discovery, never reused.
     pub index: usize,
-    /// `host:port` as configured.
+    /// `host:port`, as configured or discovered.
     pub addr: String,
+    /// What the discovery source last said of the node.
+    member: ArcSwap<Member>,
+    /// Removed from the cluster: takes no new sessions, drains the running ones.
+    removed: AtomicBool,
+    /// Server sockets open to the node.
+    pub sockets: Arc<Sockets>,
     health: AtomicU8,
     role: AtomicU8,
     /// Bumped whenever the node's role changes or it goes down: server connections made
     /// in an older generation are never handed out again.
     generation: AtomicU64,
     lag_ms: AtomicU64,
+    /// Bytes of WAL behind the writer's last known position (replicas).
+    lag_bytes: AtomicU64,
     /// Behind by more than `max_lag` on two checks in a row.
     lagging: AtomicBool,
     /// In recovery with no WAL receiver streaming.
@@ -93,17 +107,43 @@ impl Node {
     pub fn new(index: usize, addr: String, endpoints: usize) -> Node {
         Node {
             index,
+            member: ArcSwap::from_pointee(Member::at(addr.clone())),
             addr,
+            removed: AtomicBool::new(false),
+            sockets: Arc::default(),
             health: AtomicU8::new(Health::Unknown as u8),
             role: AtomicU8::new(NodeRole::Unknown as u8),
             generation: AtomicU64::new(0),
             lag_ms: AtomicU64::new(0),
+            lag_bytes: AtomicU64::new(0),
             lagging: AtomicBool::new(false),
             orphaned: AtomicBool::new(false),
             timeline: AtomicU64::new(0),
             primary_since: AtomicU64::new(0),
             sessions: (0..endpoints).map(|_| AtomicUsize::new(0)).collect(),
         }
+    }
+
+    /// What the discovery source last said of the node.
+    pub fn member(&self) -> Arc<Member> {
+        self.member.load_full()
+    }
+
+    pub(crate) fn set_member(&self, member: Member) {
+        if *self.member.load_full() != member {
+            self.member.store(Arc::new(member));
+        }
+    }
+
+    /// Whether the node was removed from its cluster (and is draining).
+    pub fn removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    /// Takes the node out: no new session, and pooled connections are not reused.
+    pub(crate) fn remove(&self) {
+        self.removed.store(true, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn health(&self) -> Health {
@@ -120,6 +160,16 @@ impl Node {
 
     pub fn lag(&self) -> Duration {
         Duration::from_millis(self.lag_ms.load(Ordering::Relaxed))
+    }
+
+    /// Bytes of WAL the replica has still to replay, against the writer's position at
+    /// its last check.
+    pub fn lag_bytes(&self) -> u64 {
+        self.lag_bytes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_lag_bytes(&self, bytes: u64) {
+        self.lag_bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// Whether the node is out of the reader set for replication lag.

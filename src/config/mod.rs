@@ -119,7 +119,8 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
 
 /// `host:port`, with an IPv6 address in brackets (`[::1]:5432`).
-fn check_host(h: &str) -> Result<(), String> {
+/// Whether `h` is `host:port` (an IPv6 address in brackets).
+pub fn check_host(h: &str) -> Result<(), String> {
     let Some((host, port)) = h.rsplit_once(':') else {
         return Err(format!("\"{h}\" is not host:port"));
     };
@@ -150,6 +151,10 @@ fn check_members(c: &Cluster) -> Result<(), (&'static str, String)> {
             "needs at least one host:port with discovery = \"{}\"",
             c.discovery.as_str()
         );
+        return Err(("hosts", msg));
+    }
+    if !needs_hosts && !c.hosts.is_empty() {
+        let msg = format!("is not used with discovery = \"{}\"", c.discovery.as_str());
         return Err(("hosts", msg));
     }
     for (i, h) in c.hosts.iter().enumerate() {

@@ -8,13 +8,16 @@ use crate::cluster::{health, ClusterState, EndpointState, SessionSlot};
 use std::sync::Arc;
 
 use crate::cluster::Node;
+use crate::config::Role;
 use crate::pool::{CheckoutError, Credentials, Pool, PooledConn, ServerError};
 use crate::protocol::sqlstate;
 
 use super::error::ClientError;
 
 /// Picks a node that fits the endpoint and checks out a server connection to it,
-/// trying other nodes when one cannot be reached, until `query_wait_timeout`.
+/// trying other nodes when one cannot be reached, until `query_wait_timeout`. While no
+/// node fits a `primary` endpoint (a failover), it waits up to `failover_timeout` for a
+/// writer instead.
 pub async fn acquire(
     cluster: &ClusterState,
     endpoint: &EndpointState,
@@ -24,20 +27,28 @@ pub async fn acquire(
     cache: &mut PoolCache,
 ) -> Result<(SessionSlot, PooledConn), ClientError> {
     let config = &cluster.config.pool;
-    let deadline = tokio::time::Instant::now() + config.query_wait_timeout;
+    let started = tokio::time::Instant::now();
+    let deadline = started + config.query_wait_timeout;
+    let (node_deadline, waited) = match endpoint.config.role {
+        Role::Primary => (
+            started + cluster.config.failover_timeout,
+            "failover_timeout",
+        ),
+        _ => (deadline, "query_wait_timeout"),
+    };
     loop {
         let changed = cluster.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
         let Some(node) = balance::pick(cluster, endpoint) else {
-            if timeout_at(deadline, changed).await.is_err() {
+            if timeout_at(node_deadline, changed).await.is_err() {
+                let role = format!("{:?}", endpoint.config.role).to_lowercase();
                 return Err(ClientError::fatal(
                     sqlstate::CANNOT_CONNECT_NOW,
                     format!(
-                        "no healthy {:?} node for endpoint \"{}\" within query_wait_timeout",
-                        endpoint.config.role, endpoint.name
-                    )
-                    .to_lowercase(),
+                        "no healthy {role} node for endpoint \"{}\" within {waited}",
+                        endpoint.name
+                    ),
                 ));
             }
             continue;
@@ -75,11 +86,11 @@ pub async fn acquire(
     }
 }
 
-/// One client's pools by node index, so a transaction finds its pool without the pool
-/// set's lock and without building a key.
+/// One client's pools by node, so a transaction finds its pool without the pool set's
+/// lock and without building a key. A few entries, searched in order.
 #[derive(Debug, Default)]
 pub struct PoolCache {
-    pools: Vec<Option<Arc<Pool>>>,
+    pools: Vec<Arc<Pool>>,
 }
 
 impl PoolCache {
@@ -91,21 +102,18 @@ impl PoolCache {
         cred: &Credentials,
         max_message: usize,
     ) -> Arc<Pool> {
-        if let Some(Some(pool)) = self.pools.get(node.index) {
+        if let Some(pool) = self.pools.iter().find(|p| p.key.node == node.index) {
             return pool.clone();
         }
+        // Pools of members removed from the cluster are not needed any more.
+        self.pools.retain(|p| !p.node.removed());
         let config = &cluster.config.pool;
         let pool = cluster.pools.get(node, database, cred, config, max_message);
-        if self.pools.len() <= node.index {
-            self.pools.resize(node.index + 1, None);
-        }
-        self.pools[node.index] = Some(pool.clone());
+        self.pools.push(pool.clone());
         pool
     }
 
     fn forget(&mut self, node: usize) {
-        if let Some(slot) = self.pools.get_mut(node) {
-            *slot = None;
-        }
+        self.pools.retain(|p| p.key.node != node);
     }
 }

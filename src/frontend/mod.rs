@@ -21,13 +21,14 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::cancel::send_cancel;
 use crate::cluster::ClusterState;
+use crate::pool::Credentials;
 use crate::protocol::sqlstate;
-use crate::state::State;
+use crate::state::{State, Topology};
 
 pub use error::ClientError;
 
-use conn::ClientConn;
-use startup::Hello;
+pub(crate) use conn::ClientConn;
+pub(crate) use startup::{Hello, StartupParams};
 
 /// Accepts clients of one endpoint until `stop` changes.
 pub async fn serve_endpoint(
@@ -74,42 +75,16 @@ async fn handle_client(
     let slot = state.client_slots.clone().try_acquire_owned();
     let stop = state.stop.subscribe();
 
-    let login = async {
-        let hello = startup::read_hello(&mut conn).await?;
-        let params = match hello {
-            Hello::Cancel { pid, key } => {
-                cancel(&state, pid, key).await;
-                return Ok(None);
-            }
-            Hello::Startup(p) => p,
-        };
-        if slot.is_err() {
-            return Err(ClientError::fatal(
-                sqlstate::TOO_MANY_CONNECTIONS,
-                "no more connections allowed (max_client_conn)",
-            ));
-        }
-        let cred = auth::authenticate(
-            &mut conn,
-            &params.user,
-            general.auth_type,
-            &topology.users,
-            &state.derived,
-            &state.mock_key,
-        )
-        .await?;
-        Ok(Some((params, cred)))
+    let admit = |_: &StartupParams| match slot {
+        Ok(_) => Ok(()),
+        Err(_) => Err(ClientError::fatal(
+            sqlstate::TOO_MANY_CONNECTIONS,
+            "no more connections allowed (max_client_conn)",
+        )),
     };
-    let login = match tokio::time::timeout(general.client_login_timeout, login).await {
-        Ok(Ok(Some(l))) => l,
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => return refuse(&mut conn, e).await,
-        Err(_) => {
-            let e = ClientError::fatal(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout");
-            return refuse(&mut conn, e).await;
-        }
+    let Some((params, cred)) = login(&state, &mut conn, &topology, admit).await else {
+        return;
     };
-    let (params, cred) = login;
     conn.max_message = general.max_message_size;
     let span = tracing::info_span!("session", user = %params.user, db = %params.database);
     let key: u32 = rand::random();
@@ -151,6 +126,50 @@ async fn until_stopped<F: std::future::Future>(
     tokio::select! {
         out = f => Some(out),
         _ = stop.changed() => None,
+    }
+}
+
+/// Reads the startup packet (forwarding a cancel request), lets `admit` refuse the
+/// client, and authenticates it, within `client_login_timeout`. `None` when the
+/// connection ends here (a cancel request, or a refusal the client was told of).
+pub(crate) async fn login(
+    state: &State,
+    conn: &mut ClientConn,
+    topology: &Topology,
+    admit: impl FnOnce(&StartupParams) -> Result<(), ClientError>,
+) -> Option<(StartupParams, Credentials)> {
+    let general = &topology.config.general;
+    let steps = async {
+        let params = match startup::read_hello(conn).await? {
+            Hello::Cancel { pid, key } => {
+                cancel(state, pid, key).await;
+                return Ok(None);
+            }
+            Hello::Startup(p) => p,
+        };
+        admit(&params)?;
+        let cred = auth::authenticate(
+            conn,
+            &params.user,
+            general.auth_type,
+            &topology.users,
+            &state.derived,
+            &state.mock_key,
+        )
+        .await?;
+        Ok(Some((params, cred)))
+    };
+    match tokio::time::timeout(general.client_login_timeout, steps).await {
+        Ok(Ok(login)) => login,
+        Ok(Err(e)) => {
+            refuse(conn, e).await;
+            None
+        }
+        Err(_) => {
+            let e = ClientError::fatal(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout");
+            refuse(conn, e).await;
+            None
+        }
     }
 }
 

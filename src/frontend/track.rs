@@ -165,6 +165,11 @@ impl Track {
         self.writing.store(writing, Ordering::Relaxed);
     }
 
+    /// Requests sent and not answered yet.
+    pub fn pending(&self) -> u32 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
     pub fn writing(&self) -> bool {
         self.writing.load(Ordering::Relaxed)
     }

@@ -154,6 +154,26 @@ pub async fn run(
                     resync(conn, &mut server, &mut settings).await?;
                 }
             }
+            PumpEnd::ServerClosed if result.recoverable => {
+                // Failover or a server crash between statements of no transaction
+                // block: the client's requests fail, the client stays.
+                server.release = Release::Close;
+                let addr = &server.pool().node.addr;
+                let text = format!(
+                    "server connection to {addr} lost; the statement did not complete, retry it"
+                );
+                msg::error_response(
+                    &mut conn.out,
+                    msg::Severity::Error,
+                    sqlstate::CONNECTION_FAILURE,
+                    &text,
+                );
+                for _ in 0..result.unanswered {
+                    msg::ready_for_query(&mut conn.out, b'I');
+                }
+                conn.flush().await?;
+                warn!(node = %addr, "server connection lost; the client goes on");
+            }
             end => {
                 // Leaving: a connection with state pgfleet cannot undo is not reused.
                 if dirty {

@@ -56,7 +56,7 @@ async fn warm(cluster: &ClusterState, max_message: usize) {
         return;
     }
     for (database, cred) in cluster.pools.identities() {
-        for node in cluster.nodes.iter().filter(|n| n.health() == Health::Up) {
+        for node in cluster.nodes().iter().filter(|n| n.health() == Health::Up) {
             let pool = cluster
                 .pools
                 .get(node, &database, &cred, config, max_message);

@@ -174,9 +174,10 @@ impl Pool {
             open,
             generation,
         );
-        let conn = tokio::time::timeout(limit, connect)
+        let mut conn = tokio::time::timeout(limit, connect)
             .await
             .map_err(|_| ServerError::Timeout(limit))??;
+        conn.socket = self.node.sockets.register(&conn.stream);
         tracing::debug!(node = %self.node.addr, db = %self.key.database, user = %self.key.user, pid = conn.backend_pid, "server connection opened");
         lock(&self.baseline).get_or_insert_with(|| Arc::new(conn.params.clone()));
         Ok(conn)
@@ -308,6 +309,14 @@ impl PoolSet {
         for p in self.all().into_iter().filter(|p| p.key.node == node) {
             close_all(p.take_idle_where(|_| true));
         }
+    }
+
+    /// Forgets the pools of a node removed from the cluster (their connections close
+    /// as they are released).
+    pub fn forget_node(&self, node: usize) {
+        self.close_idle(node);
+        lock(&self.pools).retain(|k, _| k.node != node);
+        lock(&self.db_limits).retain(|(n, _), _| *n != node);
     }
 
     /// Closes one idle connection to (node, database) of any user, to free a

@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 
 use crate::auth::{md5_response_for_server, ClientKeys, ScramClient, ScramCredential, Secret};
 use crate::cancel::CancelGate;
+use crate::cluster::sockets::SocketEntry;
 use crate::protocol::backend::{parse_error_fields, parse_parameter_status, ErrorFields};
 use crate::protocol::frame::{body, next_message};
 
@@ -65,6 +66,8 @@ pub struct ServerConn {
     pub prepared: super::PreparedSet,
     /// Cancel requests on their way to this connection.
     pub cancel_gate: Arc<CancelGate>,
+    /// The socket in its node's registry (see `cluster::sockets`).
+    pub(super) socket: Option<SocketEntry>,
     pub(super) _open: super::OpenGuard,
 }
 
@@ -93,6 +96,7 @@ impl ServerConn {
             applied: Vec::new(),
             prepared: super::PreparedSet::default(),
             cancel_gate: Arc::default(),
+            socket: None,
             _open: open,
         };
         conn.login(database, cred, max_message).await?;

@@ -73,6 +73,46 @@ pub fn ready_for_query(out: &mut BytesMut, status: u8) {
     message(out, b'Z', |b| b.put_u8(status));
 }
 
+/// RowDescription of text columns (type `text`, OID 25), as the admin console answers.
+pub fn row_description(out: &mut BytesMut, columns: &[&str]) {
+    message(out, b'T', |b| {
+        b.put_u16(columns.len() as u16);
+        for name in columns {
+            put_cstr(b, name);
+            b.put_u32(0); // table OID
+            b.put_u16(0); // column number
+            b.put_u32(25); // text
+            b.put_i16(-1); // variable size
+            b.put_i32(-1); // no type modifier
+            b.put_u16(0); // text format
+        }
+    });
+}
+
+/// DataRow with text values; `None` is NULL.
+pub fn data_row(out: &mut BytesMut, values: &[Option<&str>]) {
+    message(out, b'D', |b| {
+        b.put_u16(values.len() as u16);
+        for v in values {
+            match v {
+                Some(v) => {
+                    b.put_u32(v.len() as u32);
+                    b.put_slice(v.as_bytes());
+                }
+                None => b.put_i32(-1),
+            }
+        }
+    });
+}
+
+pub fn empty_query_response(out: &mut BytesMut) {
+    message(out, b'I', |_| {});
+}
+
+pub fn command_complete(out: &mut BytesMut, tag: &str) {
+    message(out, b'C', |b| put_cstr(b, tag));
+}
+
 /// NegotiateProtocolVersion: the newest minor version pgfleet supports (0) and the
 /// protocol options (`_pq_.*`) it did not recognise.
 pub fn negotiate_protocol_version(out: &mut BytesMut, unrecognized: &[&str]) {

@@ -12,3 +12,6 @@ pub const ADMIN_SHUTDOWN: &str = "57P01";
 pub const INTERNAL_ERROR: &str = "XX000";
 pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
 pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
+pub const INVALID_CATALOG_NAME: &str = "3D000";
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+pub const SYNTAX_ERROR: &str = "42601";

@@ -68,6 +68,12 @@ pub fn config_text(
         }
     }
     let hosts: Vec<String> = cluster.hosts().iter().map(|h| format!("\"{h}\"")).collect();
+    // A cluster_extra with its own member keys replaces the static host list.
+    let hosts_line = if cluster_extra.contains("discovery =") {
+        String::new()
+    } else {
+        format!("hosts = [{}]", hosts.join(", "))
+    };
     format!(
         r#"[general]
 auth_file = "userlist.txt"
@@ -75,7 +81,7 @@ stats_period = "1s"
 {general}
 
 [clusters.main]
-hosts = [{hosts}]
+{hosts_line}
 health_user = "pgcheck"
 health_interval = "250ms"
 health_timeout = "1s"
@@ -95,8 +101,7 @@ role = "primary"
 [clusters.main.endpoints.any]
 listen = "127.0.0.1:0"
 role = "any"
-"#,
-        hosts = hosts.join(", ")
+"#
     )
 }
 
@@ -122,7 +127,7 @@ pub async fn start_fleet(
     let setup_cluster = main_cluster(&fleet);
     wait_for("every node checked", Duration::from_secs(15), || {
         setup_cluster
-            .nodes
+            .nodes()
             .iter()
             .all(|n| n.health() == Health::Up && n.role() != NodeRole::Unknown)
     })
@@ -254,4 +259,34 @@ pub async fn read_until(sock: &mut tokio::net::TcpStream, marker: &[u8]) -> Vec<
         buf.extend_from_slice(&chunk[..n]);
     }
     buf
+}
+
+/// Starts pgbench as `app` against `addr` with `args` (add bounds: -t or -T).
+pub fn pgbench_spawn(addr: std::net::SocketAddr, args: &[&str]) -> std::process::Child {
+    std::process::Command::new("pgbench")
+        .args(["-n", "-h"])
+        .arg(addr.ip().to_string())
+        .arg("-p")
+        .arg(addr.port().to_string())
+        .args(["-U", "app"])
+        .args(args)
+        .arg("app")
+        .env("PGPASSWORD", "app")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("pgbench runs")
+}
+
+/// Waits for pgbench to end; asserts it succeeded (no client aborted) and returns its
+/// output.
+pub fn pgbench_finish(child: std::process::Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    text
 }

@@ -84,6 +84,12 @@ pub struct PumpResult {
     pub statements_dirty: bool,
     /// The server answered a RESET or DISCARD ALL (tracked or not).
     pub reset_seen: bool,
+    /// Requests (Query, Sync, FunctionCall) sent and not answered.
+    pub unanswered: u32,
+    /// The server went away outside a transaction block, with every request it was sent
+    /// sent whole: nothing of the client's can have half-run, the client may go on with
+    /// another server connection.
+    pub recoverable: bool,
 }
 
 /// Pumps until either side ends (or, in transaction mode, the transaction ends).
@@ -172,10 +178,11 @@ pub async fn pump(
                     out.clear();
                     r
                 };
-                track.set_writing(false);
                 if sent.is_err() {
+                    // `writing` stays set: part of this batch may have reached the server.
                     return PumpEnd::ServerClosed;
                 }
+                track.set_writing(false);
                 cbuf.advance(off);
                 counts.received.fetch_add(off as u64, Ordering::Relaxed);
                 // The server finished the transaction while this side was writing.
@@ -342,7 +349,13 @@ pub async fn pump(
         _ => Release::Close,
     };
     let commands = track.take_commands();
+    let recoverable = matches!(end, PumpEnd::ServerClosed)
+        && opts.transaction
+        && track.status() == b'I'
+        && !track.writing();
     PumpResult {
+        unanswered: track.pending(),
+        recoverable,
         end,
         release,
         settings_dirty: track.settings_need_reset(commands.len()),

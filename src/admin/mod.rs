@@ -1,0 +1,201 @@
+//! The admin console: database `pgfleet` on `admin_listen`, for the users of
+//! `admin_users` (every command) and `stats_users` (SHOW commands), as PgBouncer's
+//! console is. It speaks the simple query protocol; each command is a file here.
+
+mod backends;
+mod version;
+
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{info, warn, Instrument};
+
+use crate::frontend::{self, ClientConn, ClientError, StartupParams};
+use crate::protocol::backend as msg;
+use crate::protocol::frame::{body, read_cstr};
+use crate::protocol::sqlstate;
+use crate::state::{State, Topology};
+
+/// The console's database name (`pgbouncer` is accepted too, for tools that expect it).
+pub const DATABASE: &str = "pgfleet";
+
+/// A result set: column names and text rows.
+#[derive(Debug, Default)]
+pub struct Table {
+    pub columns: Vec<&'static str>,
+    pub rows: Vec<Vec<Option<String>>>,
+}
+
+impl Table {
+    fn write(&self, conn: &mut ClientConn, tag: &str) {
+        msg::row_description(&mut conn.out, &self.columns);
+        for row in &self.rows {
+            let values: Vec<Option<&str>> = row.iter().map(|v| v.as_deref()).collect();
+            msg::data_row(&mut conn.out, &values);
+        }
+        msg::command_complete(&mut conn.out, tag);
+    }
+}
+
+/// Accepts console clients until pgfleet stops.
+pub async fn serve(state: Arc<State>, listener: TcpListener) {
+    let mut stop = state.stop.subscribe();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let id = state.next_client_id();
+                let span = tracing::info_span!("admin", id, %peer);
+                tokio::spawn(handle(state.clone(), stream).instrument(span));
+            }
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// What a console user may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Every command.
+    Admin,
+    /// SHOW commands only.
+    Stats,
+}
+
+fn access(topology: &Topology, user: &str) -> Option<Access> {
+    let g = &topology.config.general;
+    if g.admin_users.iter().any(|u| u == user) {
+        Some(Access::Admin)
+    } else if g.stats_users.iter().any(|u| u == user) {
+        Some(Access::Stats)
+    } else {
+        None
+    }
+}
+
+async fn handle(state: Arc<State>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let topology = state.current.load_full();
+    let mut conn = ClientConn::new(stream);
+    let admit = |p: &StartupParams| {
+        if p.database != DATABASE && p.database != "pgbouncer" {
+            let text = format!("the admin console's database is \"{DATABASE}\"");
+            return Err(ClientError::fatal(sqlstate::INVALID_CATALOG_NAME, text));
+        }
+        Ok(())
+    };
+    let Some((params, _)) = frontend::login(&state, &mut conn, &topology, admit).await else {
+        return;
+    };
+    // Checked after authentication, so the console tells nobody which users exist.
+    let Some(access) = access(&topology, &params.user) else {
+        let text = format!(
+            "user \"{}\" is not in admin_users or stats_users",
+            params.user
+        );
+        info!(user = %params.user, "admin console refused");
+        conn.send_error(&ClientError::fatal(sqlstate::INSUFFICIENT_PRIVILEGE, text))
+            .await;
+        return;
+    };
+    info!(user = %params.user, ?access, "admin console connected");
+    for (name, value) in [
+        ("server_version", version::SERVER_VERSION),
+        ("client_encoding", "UTF8"),
+        ("server_encoding", "UTF8"),
+        ("DateStyle", "ISO, MDY"),
+        ("integer_datetimes", "on"),
+        ("standard_conforming_strings", "on"),
+        ("application_name", ""),
+    ] {
+        msg::parameter_status(&mut conn.out, name, value);
+    }
+    msg::backend_key_data(&mut conn.out, 0, 0);
+    msg::ready_for_query(&mut conn.out, b'I');
+    if conn.flush().await.is_err() {
+        return;
+    }
+    if let Err(e) = commands(&state, &mut conn, access).await {
+        if !matches!(e, ClientError::Io(_)) {
+            conn.send_error(&e).await;
+        }
+    }
+}
+
+/// Answers simple queries until the client leaves.
+async fn commands(state: &State, conn: &mut ClientConn, access: Access) -> Result<(), ClientError> {
+    loop {
+        let message = conn.read_message().await?;
+        match message[0] {
+            b'X' => return Ok(()),
+            b'Q' => {
+                let mut pos = 0;
+                let sql = read_cstr(body(&message), &mut pos).unwrap_or("");
+                run(state, conn, access, sql);
+            }
+            b'S' => {}
+            _ => {
+                let text = "the admin console speaks the simple query protocol only";
+                return Err(ClientError::fatal(sqlstate::FEATURE_NOT_SUPPORTED, text));
+            }
+        }
+        msg::ready_for_query(&mut conn.out, b'I');
+        conn.flush().await?;
+    }
+}
+
+/// Runs one query (it may hold several commands, separated by `;`); stops at the first
+/// that fails, as PostgreSQL does.
+fn run(state: &State, conn: &mut ClientConn, access: Access, sql: &str) {
+    let statements: Vec<&str> = sql
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if statements.is_empty() {
+        msg::empty_query_response(&mut conn.out);
+        return;
+    }
+    for statement in statements {
+        match command(state, access, statement) {
+            Ok((table, tag)) => table.write(conn, tag),
+            Err((code, text)) => {
+                msg::error_response(&mut conn.out, msg::Severity::Error, code, &text);
+                info!(command = statement, code, error = %text, "admin command failed");
+                return;
+            }
+        }
+    }
+}
+
+/// The answer to one command, or (SQLSTATE, message).
+fn command(
+    state: &State,
+    access: Access,
+    statement: &str,
+) -> Result<(Table, &'static str), (&'static str, String)> {
+    let words: Vec<String> = statement
+        .split_whitespace()
+        .map(str::to_ascii_uppercase)
+        .collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let topology = state.current.load();
+    match words.as_slice() {
+        ["SHOW", "BACKENDS"] => Ok((backends::table(&topology), "SHOW")),
+        ["SHOW", "VERSION"] => Ok((version::table(), "SHOW")),
+        [first, ..] if *first != "SHOW" && access != Access::Admin => Err((
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            "stats_users may only run SHOW commands".into(),
+        )),
+        _ => Err((
+            sqlstate::SYNTAX_ERROR,
+            format!("unknown command \"{statement}\"; try SHOW BACKENDS or SHOW VERSION"),
+        )),
+    }
+}

@@ -1,0 +1,182 @@
+//! Members that come and go while clients run: a `dir` source adds and removes
+//! replicas under pgbench, a new member waits for `rise` passed checks, and a removed
+//! one drains (its session-mode clients end after `drain_timeout`).
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use pgfleet::cluster::Health;
+
+/// Writes the member file `name` (one `host:port`) the way tools do: a temporary file
+/// renamed into place.
+fn write_member(dir: &Path, name: &str, addr: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, format!("{addr}\n")).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+/// Commits in database `app` on each node, by node.
+fn commits(s: &Setup) -> Vec<i64> {
+    (0..s.cluster.len())
+        .map(|n| {
+            let sql = "select xact_commit from pg_stat_database where datname = 'app'";
+            s.cluster.psql(n, sql).unwrap().parse().unwrap()
+        })
+        .collect()
+}
+
+async fn setup_dir(
+    replicas: usize,
+    members: &[usize],
+    extra: &str,
+    pool: &str,
+) -> (Setup, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster_extra = format!(
+        "discovery = \"dir\"\nmember_dir = \"{}\"\ndiscovery_interval = \"100ms\"\n{extra}",
+        dir.path().display()
+    );
+    // The cluster must exist before its addresses can be written: start it, then write.
+    let cluster = blocking(|| pgfleet::harness::TestCluster::start(replicas)).unwrap();
+    for &n in members {
+        write_member(
+            dir.path(),
+            &format!("node{n}"),
+            &cluster.addr(n).to_string(),
+        );
+    }
+    let (fleet, fleet_dir) = start_fleet(&cluster, "", &cluster_extra, pool).await;
+    let s = Setup {
+        fleet,
+        dir: fleet_dir,
+        cluster,
+    };
+    let main = s.main();
+    let expected = members.len();
+    wait_for("the members are up", Duration::from_secs(10), || {
+        let nodes = main.nodes();
+        nodes.len() == expected && nodes.iter().all(|n| n.health() == Health::Up)
+    })
+    .await;
+    (s, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dir_members_join_and_leave_under_load() {
+    let pool = "pool_mode = \"transaction\"\ndefault_pool_size = 4";
+    let (s, dir) = setup_dir(3, &[0, 1, 2], "rise = 3", pool).await;
+    blocking(|| s.cluster.pgbench_init(1)).unwrap();
+    blocking(|| s.cluster.wait_caught_up()).unwrap();
+    let main = s.main();
+    let reader = s.addr("reader");
+    let load = pgbench_spawn(reader, &["-S", "-c", "8", "-j", "2", "-T", "9"]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Node 3 joins: listed at once, serving only after rise = 3 passed checks.
+    write_member(dir.path(), "node3", &s.cluster.addr(3).to_string());
+    let addr3 = s.cluster.addr(3).to_string();
+    wait_for("node 3 is listed", Duration::from_secs(3), || {
+        main.nodes().iter().any(|n| n.addr == addr3)
+    })
+    .await;
+    let listed = Instant::now();
+    let node3 = main
+        .nodes()
+        .iter()
+        .find(|n| n.addr == addr3)
+        .cloned()
+        .unwrap();
+    assert_ne!(
+        node3.health(),
+        Health::Up,
+        "a new member serves after its checks"
+    );
+    wait_for("node 3 serves", Duration::from_secs(5), || {
+        main.fits(&node3, pgfleet::config::Role::Replica)
+    })
+    .await;
+    // Three checks 250 ms apart: the first right away, the third 500 ms later.
+    assert!(
+        listed.elapsed() >= Duration::from_millis(450),
+        "{:?}",
+        listed.elapsed()
+    );
+    let before = blocking(|| commits(&s));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = blocking(|| commits(&s));
+    let gained: Vec<i64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert!(gained[3] > 100, "node 3 serves its share: {gained:?}");
+
+    // Node 1 leaves: no new transactions on it, the others carry on.
+    std::fs::remove_file(dir.path().join("node1")).unwrap();
+    let addr1 = s.cluster.addr(1).to_string();
+    wait_for("node 1 is gone", Duration::from_secs(3), || {
+        !main.nodes().iter().any(|n| n.addr == addr1)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = blocking(|| commits(&s));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = blocking(|| commits(&s));
+    let gained: Vec<i64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert!(
+        gained[1] <= 2,
+        "a removed member takes no transaction: {gained:?}"
+    );
+    assert!(gained[2] > 100 && gained[3] > 100, "{gained:?}");
+    // pgbench saw no error at all (an aborted client fails the run).
+    let out = blocking(|| pgbench_finish(load));
+    assert!(out.contains("number of failed transactions: 0"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_drains_then_its_sessions_end() {
+    let (s, dir) = setup_dir(2, &[0, 1, 2], "drain_timeout = \"1500ms\"", "").await;
+    let main = s.main();
+    let reader = s.addr("reader");
+    // Session mode: two sessions, one on each replica.
+    let (a, b) = (app(reader).await, app(reader).await);
+    let port_a = whereami(&a).await.1;
+    let port_b = whereami(&b).await.1;
+    assert_ne!(port_a, port_b);
+    let (leaving, staying) = if port_a == s.cluster.port(1) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    std::fs::remove_file(dir.path().join("node1")).unwrap();
+    let addr1 = s.cluster.addr(1).to_string();
+    wait_for("node 1 is gone", Duration::from_secs(3), || {
+        !main.nodes().iter().any(|n| n.addr == addr1)
+    })
+    .await;
+    let removed = Instant::now();
+    // Its session goes on while it drains, and new sessions go elsewhere.
+    leaving
+        .batch_execute("select 1")
+        .await
+        .expect("a draining member serves its sessions");
+    let newcomer = app(reader).await;
+    assert_eq!(whereami(&newcomer).await.1, s.cluster.port(2));
+    // After drain_timeout its session ends with a clean error; the others go on.
+    let mut ended = None;
+    while removed.elapsed() < Duration::from_secs(5) {
+        if let Err(e) = leaving.batch_execute("select 1").await {
+            ended = Some(e);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e = ended.expect("the draining session ends");
+    assert!(
+        removed.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        removed.elapsed()
+    );
+    assert!(e.is_closed() || sqlstate(&e) == "08006", "{e:?}");
+    staying.batch_execute("select 1").await.unwrap();
+    newcomer.batch_execute("select 1").await.unwrap();
+}
