@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::config::{self, Discovery};
 
 mod dir;
+mod dns;
 mod static_hosts;
 
 /// One member as a source sees it.
@@ -66,6 +67,7 @@ pub fn source(config: &config::Cluster, ctx: &Context) -> anyhow::Result<Arc<dyn
     match config.discovery {
         Discovery::Static => Ok(Arc::new(static_hosts::StaticHosts::new(config))),
         Discovery::Dir => Ok(Arc::new(dir::MemberDir::new(config)?)),
+        Discovery::Dns => Ok(Arc::new(dns::Dns::new(config)?)),
         other => anyhow::bail!(
             "discovery = \"{}\" is not available in this build",
             other.as_str()
