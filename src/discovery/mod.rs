@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::config::{self, Discovery};
 
+mod aurora;
 mod dir;
 mod dns;
 mod static_hosts;
@@ -63,11 +64,14 @@ pub struct Context {
 
 /// The source a cluster's configuration selects.
 pub fn source(config: &config::Cluster, ctx: &Context) -> anyhow::Result<Arc<dyn Source>> {
-    let _ = ctx;
     match config.discovery {
         Discovery::Static => Ok(Arc::new(static_hosts::StaticHosts::new(config))),
         Discovery::Dir => Ok(Arc::new(dir::MemberDir::new(config)?)),
         Discovery::Dns => Ok(Arc::new(dns::Dns::new(config)?)),
+        Discovery::Aurora => Ok(Arc::new(aurora::Aurora::new(
+            config,
+            ctx.health_password.clone(),
+        ))),
         other => anyhow::bail!(
             "discovery = \"{}\" is not available in this build",
             other.as_str()
