@@ -1,4 +1,4 @@
-//! Members that come and go while clients run: a `dir` source adds and removes
+//! Members that come and go while clients run: `dir` and `dns` sources add and remove
 //! replicas under pgbench, a new member waits for `rise` passed checks, and a removed
 //! one drains (its session-mode clients end after `drain_timeout`).
 
@@ -7,6 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::dnsmasq::Dnsmasq;
 use common::*;
 use pgfleet::cluster::Health;
 
@@ -179,4 +180,76 @@ async fn a_removed_member_drains_then_its_sessions_end() {
     assert!(e.is_closed() || sqlstate(&e) == "08006", "{e:?}");
     staying.batch_execute("select 1").await.unwrap();
     newcomer.batch_execute("select 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_members_join_and_leave_under_load() {
+    // The nodes share 127.0.0.1, so their ports come from SRV records.
+    let cluster = blocking(|| pgfleet::harness::TestCluster::start(3)).unwrap();
+    let ports: Vec<u16> = (0..cluster.len()).map(|n| cluster.port(n)).collect();
+    let records = |nodes: &[usize]| -> Vec<String> {
+        let srv = |n: &usize| format!("_pg._tcp.fleet.test,db.fleet.test,{}", ports[*n]);
+        nodes.iter().map(srv).collect()
+    };
+    let mut dns = Dnsmasq::start("127.0.0.1 db.fleet.test\n", &refs(&records(&[0, 1, 2])));
+    let extra = format!(
+        "discovery = \"dns\"\nhosts = [\"_pg._tcp.fleet.test\"]\ndns_server = \"{}\"\ndiscovery_interval = \"200ms\"",
+        dns.addr()
+    );
+    let pool = "pool_mode = \"transaction\"\ndefault_pool_size = 4";
+    let (fleet, fleet_dir) = start_fleet(&cluster, "", &extra, pool).await;
+    let s = Setup {
+        fleet,
+        dir: fleet_dir,
+        cluster,
+    };
+    let main = s.main();
+    wait_for("three members up", Duration::from_secs(10), || {
+        let nodes = main.nodes();
+        nodes.len() == 3 && nodes.iter().all(|n| n.health() == Health::Up)
+    })
+    .await;
+    blocking(|| s.cluster.pgbench_init(1)).unwrap();
+    blocking(|| s.cluster.wait_caught_up()).unwrap();
+    let load = pgbench_spawn(s.addr("reader"), &["-S", "-c", "8", "-j", "2", "-T", "10"]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Node 3 gets a record: it joins and takes transactions.
+    blocking(|| dns.restart(&refs(&records(&[0, 1, 2, 3]))));
+    let addr3 = s.cluster.addr(3).to_string();
+    wait_for("node 3 serves", Duration::from_secs(8), || {
+        main.nodes()
+            .iter()
+            .any(|n| n.addr == addr3 && main.fits(n, pgfleet::config::Role::Replica))
+    })
+    .await;
+    let before = blocking(|| commits(&s));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = blocking(|| commits(&s));
+    let gained: Vec<i64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert!(gained[3] > 100, "node 3 serves its share: {gained:?}");
+
+    // Node 1's record goes: it leaves.
+    blocking(|| dns.restart(&refs(&records(&[0, 2, 3]))));
+    let addr1 = s.cluster.addr(1).to_string();
+    wait_for("node 1 is gone", Duration::from_secs(8), || {
+        !main.nodes().iter().any(|n| n.addr == addr1)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = blocking(|| commits(&s));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = blocking(|| commits(&s));
+    let gained: Vec<i64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    assert!(
+        gained[1] <= 2,
+        "a removed member takes no transaction: {gained:?}"
+    );
+    assert!(gained[2] > 100 && gained[3] > 100, "{gained:?}");
+    let out = blocking(|| pgbench_finish(load));
+    assert!(out.contains("number of failed transactions: 0"), "{out}");
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }

@@ -1,6 +1,8 @@
 //! What the integration tests share: a real cluster with pgfleet in front, and clients.
 #![allow(dead_code)]
 
+pub mod dnsmasq;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
