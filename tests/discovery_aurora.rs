@@ -92,9 +92,6 @@ fn change(cluster: &TestCluster, sql: &str) {
 
 /// The aurora source of a cluster with these seeds and the instance endpoint
 /// `127.0.0.1:{server_id}`. `extra` adds lines to `[clusters.main]`.
-///
-/// Configuration loading refuses `{server_id}` in the port (real instance endpoints put
-/// it in the host name), so the cluster table is parsed without that check.
 fn source(hosts: &[String], extra: &str, password: Option<&str>) -> Arc<dyn Source> {
     let hosts: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
     let text = format!(
@@ -369,4 +366,60 @@ role = "primary"
              expected real"
         )
     );
+}
+
+mod common;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgfleet_follows_aurora_s_members_and_lag() {
+    let cluster = blocking(|| start(2));
+    let extra = format!(
+        "discovery = \"aurora\"\nhosts = [\"{}\"]\ninstance_endpoint = \"127.0.0.1:{{server_id}}\"\n\
+         discovery_interval = \"200ms\"\nmax_lag = \"1s\"",
+        cluster.addr(0)
+    );
+    let (fleet, dir) = common::start_fleet(&cluster, "", &extra, "").await;
+    let s = common::Setup {
+        fleet,
+        dir,
+        cluster,
+    };
+    let main = s.main();
+    common::wait_for("three members up", Duration::from_secs(10), || {
+        let nodes = main.nodes();
+        nodes.len() == 3
+            && nodes
+                .iter()
+                .all(|n| n.health() == pgfleet::cluster::Health::Up)
+    })
+    .await;
+    // Aurora's lag is the lag: 22.5 ms for node 2.
+    let addr2 = s.cluster.addr(2).to_string();
+    let node2 = main
+        .nodes()
+        .iter()
+        .find(|n| n.addr == addr2)
+        .cloned()
+        .unwrap();
+    common::wait_for("node 2's lag from Aurora", Duration::from_secs(3), || {
+        node2.lag() == Duration::from_millis(22)
+    })
+    .await;
+    // Aurora says node 2 is 5 s behind: it leaves the readers.
+    let port2 = s.cluster.port(2);
+    let sql =
+        format!("update aurora_status set replica_lag_in_msec = 5000 where server_id = '{port2}'");
+    blocking(|| change(&s.cluster, &sql));
+    common::wait_for("node 2 lags", Duration::from_secs(5), || node2.lagging()).await;
+    for _ in 0..4 {
+        let c = common::app(s.addr("reader")).await;
+        assert_eq!(common::whereami(&c).await.1, s.cluster.port(1));
+    }
+    // Its row goes: it is removed.
+    let sql = format!("delete from aurora_status where server_id = '{port2}'");
+    blocking(|| change(&s.cluster, &sql));
+    common::wait_for("node 2 removed", Duration::from_secs(5), || {
+        node2.removed() && main.nodes().len() == 2
+    })
+    .await;
 }

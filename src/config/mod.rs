@@ -180,7 +180,7 @@ fn check_members(c: &Cluster) -> Result<(), (&'static str, String)> {
                 Err(("instance_endpoint", "must contain {server_id}".into()))
             }
             Some(t) => {
-                check_host(&t.replace("{server_id}", "x")).map_err(|m| ("instance_endpoint", m))
+                check_host(&t.replace("{server_id}", "1")).map_err(|m| ("instance_endpoint", m))
             }
         },
         Discovery::Rds if c.cluster_identifier.is_none() => missing("cluster_identifier", "rds"),
