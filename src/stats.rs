@@ -30,6 +30,7 @@ pub async fn log_periodically(state: Arc<State>) {
                 let key = (cluster.name.clone(), pool.key.clone());
                 let d = now.since(&last.get(&key).copied().unwrap_or_default());
                 last.insert(key, now);
+                pool.stats.set_last_period(d, period);
                 if d == StatsSnapshot::default() {
                     continue;
                 }

@@ -100,3 +100,130 @@ async fn the_console_admits_only_its_users_and_database() {
     let (ok, out) = blocking(|| console(admin, "app", "app", "SHOW NOTHING"));
     assert!(!ok && out.contains("unknown command"), "{out}");
 }
+
+/// Rows of a console answer as columns, header first.
+fn rows(out: &str) -> Vec<Vec<String>> {
+    out.lines()
+        .filter(|l| l.contains('|'))
+        .map(|l| l.split('|').map(str::to_owned).collect())
+        .collect()
+}
+
+/// The value of `column` in the row whose columns include every one of `keys`.
+fn cell(out: &str, keys: &[&str], column: &str) -> String {
+    let rows = rows(out);
+    let at = rows[0]
+        .iter()
+        .position(|c| c == column)
+        .unwrap_or_else(|| panic!("no {column}: {out}"));
+    let row = rows[1..]
+        .iter()
+        .find(|r| keys.iter().all(|k| r.iter().any(|c| c == k)))
+        .unwrap_or_else(|| panic!("no row with {keys:?}: {out}"));
+    row[at].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_commands_report_pools_stats_databases_lists_and_config() {
+    let pool = "pool_mode = \"transaction\"\ndefault_pool_size = 4";
+    // The test configuration's stats_period is 1s.
+    let s = setup(1, ADMIN, "", pool).await;
+    let admin = s.fleet.admin.expect("admin_listen is served");
+    let c = app(s.addr("reader")).await;
+    for _ in 0..10 {
+        c.batch_execute("select 1").await.unwrap();
+    }
+    let replica = s.cluster.addr(1).to_string();
+    let show = |what: &str| {
+        let (ok, out) = blocking(|| console(admin, "app", "app", &format!("SHOW {what}")));
+        assert!(ok, "{out}");
+        out
+    };
+    let out = show("POOLS");
+    assert_eq!(cell(&out, &[&replica, "app"], "pool_size"), "4");
+    assert_eq!(cell(&out, &[&replica, "app"], "pool_mode"), "transaction");
+    assert_eq!(cell(&out, &[&replica, "app"], "sv_idle"), "1", "{out}");
+    assert_eq!(cell(&out, &[&replica, "app"], "cl_waiting"), "0");
+    let out = show("STATS");
+    let xacts: u64 = cell(&out, &[&replica, "app"], "total_xact_count")
+        .parse()
+        .unwrap();
+    assert!(xacts >= 10, "{out}");
+    let out = show("DATABASES");
+    assert_eq!(cell(&out, &["main.reader"], "members"), "1");
+    assert_eq!(cell(&out, &["main.reader"], "role"), "replica");
+    assert_eq!(cell(&out, &["main.writer"], "members"), "1");
+    let out = show("LISTS");
+    assert_eq!(cell(&out, &["users"], "items"), "4");
+    assert_eq!(cell(&out, &["databases"], "items"), "3");
+    assert_eq!(cell(&out, &["used_clients"], "items"), "1");
+    let out = show("CONFIG");
+    assert_eq!(
+        cell(&out, &["clusters.main.pool.pool_mode"], "value"),
+        "transaction"
+    );
+    assert_eq!(
+        cell(&out, &["clusters.main.pool.default_pool_size"], "value"),
+        "4"
+    );
+    // Averages come from the last stats_period.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    for _ in 0..50 {
+        c.batch_execute("select 1").await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let out = show("STATS");
+    let avg: u64 = cell(&out, &[&replica, "app"], "avg_xact_count")
+        .parse()
+        .unwrap();
+    assert!(avg > 0, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_drains_a_member_and_enable_brings_it_back() {
+    let s = setup(2, ADMIN, "", "").await;
+    let admin = s.fleet.admin.expect("admin_listen is served");
+    let reader = s.addr("reader");
+    let one = s.cluster.addr(1).to_string();
+    // A session on node 1 before it is disabled.
+    let mut held = Vec::new();
+    let mut on_one = None;
+    for _ in 0..2 {
+        let c = app(reader).await;
+        if whereami(&c).await.1 == s.cluster.port(1) {
+            on_one = Some(c);
+        } else {
+            held.push(c);
+        }
+    }
+    let on_one = on_one.expect("a session on node 1");
+    let (ok, out) = blocking(|| console(admin, "app", "app", &format!("DISABLE {one}")));
+    assert!(ok, "{out}");
+    let (_, out) = blocking(|| console(admin, "app", "app", "SHOW BACKENDS"));
+    assert_eq!(cell(&out, &[&one], "state"), "disabled");
+    for _ in 0..4 {
+        let c = app(reader).await;
+        assert_eq!(
+            whereami(&c).await.1,
+            s.cluster.port(2),
+            "a disabled member takes no session"
+        );
+        held.push(c);
+    }
+    on_one
+        .batch_execute("select 1")
+        .await
+        .expect("its running session goes on");
+    let (ok, _) = blocking(|| console(admin, "app", "app", &format!("ENABLE {one}")));
+    assert!(ok);
+    // Node 2 holds five sessions, node 1 one: the next goes to node 1.
+    let c = app(reader).await;
+    assert_eq!(
+        whereami(&c).await.1,
+        s.cluster.port(1),
+        "enabled: the least loaded again"
+    );
+    drop(held);
+    let (ok, out) = blocking(|| console(admin, "app", "app", "DISABLE 127.0.0.1:1"));
+    assert!(!ok && out.contains("no member"), "{out}");
+}

@@ -31,6 +31,8 @@ pub fn table(topology: &Topology) -> Table {
             // Whether the node takes new clients, in HAProxy's words.
             let state = if node.removed() {
                 "draining"
+            } else if node.disabled() {
+                "disabled"
             } else if node.health() != Health::Up {
                 "out"
             } else if node.lagging() {

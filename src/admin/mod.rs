@@ -3,6 +3,12 @@
 //! console is. It speaks the simple query protocol; each command is a file here.
 
 mod backends;
+mod config;
+mod databases;
+mod lists;
+mod members;
+mod pools;
+mod stats;
 mod version;
 
 use std::sync::Arc;
@@ -27,7 +33,25 @@ pub struct Table {
 }
 
 impl Table {
+    /// A table with these columns and no rows.
+    pub fn new(columns: &[&'static str]) -> Table {
+        Table {
+            columns: columns.to_vec(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row of non-NULL values.
+    pub fn push<const N: usize>(&mut self, values: [String; N]) {
+        self.rows.push(values.into_iter().map(Some).collect());
+    }
+
     fn write(&self, conn: &mut ClientConn, tag: &str) {
+        if self.columns.is_empty() {
+            // A command with no result set: CommandComplete alone.
+            msg::command_complete(&mut conn.out, tag);
+            return;
+        }
         msg::row_description(&mut conn.out, &self.columns);
         for row in &self.rows {
             let values: Vec<Option<&str>> = row.iter().map(|v| v.as_deref()).collect();
@@ -180,22 +204,32 @@ fn command(
     access: Access,
     statement: &str,
 ) -> Result<(Table, &'static str), (&'static str, String)> {
-    let words: Vec<String> = statement
-        .split_whitespace()
-        .map(str::to_ascii_uppercase)
-        .collect();
+    // Command words are matched without case; arguments (member addresses) as written.
+    let raw: Vec<&str> = statement.split_whitespace().collect();
+    let words: Vec<String> = raw.iter().map(|w| w.to_ascii_uppercase()).collect();
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     let topology = state.current.load();
+    let show = |table: Table| Ok((table, "SHOW"));
     match words.as_slice() {
-        ["SHOW", "BACKENDS"] => Ok((backends::table(&topology), "SHOW")),
-        ["SHOW", "VERSION"] => Ok((version::table(), "SHOW")),
+        ["SHOW", "BACKENDS"] => show(backends::table(&topology)),
+        ["SHOW", "POOLS"] => show(pools::table(&topology)),
+        ["SHOW", "STATS"] => show(stats::table(&topology)),
+        ["SHOW", "DATABASES"] => show(databases::table(&topology)),
+        ["SHOW", "LISTS"] => show(lists::table(state)),
+        ["SHOW", "CONFIG"] => show(config::table(&topology)),
+        ["SHOW", "VERSION"] => show(version::table()),
         [first, ..] if *first != "SHOW" && access != Access::Admin => Err((
             sqlstate::INSUFFICIENT_PRIVILEGE,
             "stats_users may only run SHOW commands".into(),
         )),
+        [verb @ ("DISABLE" | "ENABLE"), _] => {
+            let disable = *verb == "DISABLE";
+            members::set_disabled(&topology, raw[1], disable)?;
+            Ok((Table::default(), if disable { "DISABLE" } else { "ENABLE" }))
+        }
         _ => Err((
             sqlstate::SYNTAX_ERROR,
-            format!("unknown command \"{statement}\"; try SHOW BACKENDS or SHOW VERSION"),
+            format!("unknown command \"{statement}\"; the commands are SHOW BACKENDS|POOLS|STATS|DATABASES|LISTS|CONFIG|VERSION, DISABLE <member>, ENABLE <member>"),
         )),
     }
 }

@@ -100,7 +100,7 @@ impl ClusterState {
     /// no writer: when the primary is gone and nothing was promoted, the replicas are as
     /// fresh as anything there is, and reads go on.
     pub fn fits(&self, node: &Node, role: Role) -> bool {
-        if node.health() != Health::Up || node.removed() {
+        if node.health() != Health::Up || node.removed() || node.disabled() {
             return false;
         }
         match (role, node.role()) {

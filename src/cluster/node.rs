@@ -80,6 +80,8 @@ pub struct Node {
     member: ArcSwap<Member>,
     /// Removed from the cluster: takes no new sessions, drains the running ones.
     removed: AtomicBool,
+    /// Taken out from the admin console (`DISABLE`): no new sessions until `ENABLE`.
+    disabled: AtomicBool,
     /// Server sockets open to the node.
     pub sockets: Arc<Sockets>,
     health: AtomicU8,
@@ -110,6 +112,7 @@ impl Node {
             member: ArcSwap::from_pointee(Member::at(addr.clone())),
             addr,
             removed: AtomicBool::new(false),
+            disabled: AtomicBool::new(false),
             sockets: Arc::default(),
             health: AtomicU8::new(Health::Unknown as u8),
             role: AtomicU8::new(NodeRole::Unknown as u8),
@@ -144,6 +147,16 @@ impl Node {
     pub(crate) fn remove(&self) {
         self.removed.store(true, Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether the node was taken out from the admin console.
+    pub fn disabled(&self) -> bool {
+        self.disabled.load(Ordering::Acquire)
+    }
+
+    /// Records `DISABLE`/`ENABLE`; returns true when it changed.
+    pub fn set_disabled(&self, disabled: bool) -> bool {
+        self.disabled.swap(disabled, Ordering::AcqRel) != disabled
     }
 
     pub fn health(&self) -> Health {

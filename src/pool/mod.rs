@@ -74,6 +74,8 @@ pub struct Pool {
     db_limit: Option<Arc<Semaphore>>,
     /// The ParameterStatus values of a fresh connection (before any client setting).
     baseline: Mutex<Option<Params>>,
+    /// Clients waiting for a slot.
+    waiting: AtomicUsize,
     pub stats: PoolStats,
 }
 
@@ -90,6 +92,11 @@ impl Pool {
     /// Server connections idle in the pool.
     pub fn idle(&self) -> usize {
         lock(&self.idle).len()
+    }
+
+    /// Clients waiting for a free server connection of this pool.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Server connections handed out (in use or being reset).
@@ -115,10 +122,18 @@ impl Pool {
         deadline: tokio::time::Instant,
     ) -> Result<PooledConn, CheckoutError> {
         let started = Instant::now();
-        let slot = timeout_at(deadline, self.slots.clone().acquire_owned())
-            .await
-            .map_err(|_| CheckoutError::Timeout)?
-            .map_err(|_| CheckoutError::Timeout)?;
+        let slot = match self.slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                // Counted only on this slow path, for SHOW POOLS' cl_waiting.
+                self.waiting.fetch_add(1, Ordering::Relaxed);
+                let waited = timeout_at(deadline, self.slots.clone().acquire_owned()).await;
+                self.waiting.fetch_sub(1, Ordering::Relaxed);
+                waited
+                    .map_err(|_| CheckoutError::Timeout)?
+                    .map_err(|_| CheckoutError::Timeout)?
+            }
+        };
         let conn = loop {
             let candidate = lock(&self.idle).pop();
             let Some(mut conn) = candidate else {
@@ -257,6 +272,7 @@ impl PoolSet {
             credentials: Mutex::new(cred.clone()),
             db_limit,
             baseline: Mutex::new(None),
+            waiting: AtomicUsize::new(0),
             stats: PoolStats::default(),
         });
         pools.insert(key, pool.clone());

@@ -1,6 +1,7 @@
 //! Per-pool counters, like PgBouncer's SHOW STATS totals.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Totals since the pool was created. Updated once per batch of messages.
@@ -18,6 +19,8 @@ pub struct PoolStats {
     pub wait_us: AtomicU64,
     /// Checkouts (sessions started on this pool).
     pub checkouts: AtomicU64,
+    /// The change over the last `stats_period` and its length, for averages.
+    last_period: Mutex<Option<(StatsSnapshot, Duration)>>,
 }
 
 /// A copy of the counters at one moment.
@@ -55,6 +58,16 @@ impl PoolStats {
         let us = waited.as_micros().min(u64::MAX as u128) as u64;
         self.wait_us.fetch_add(us, Ordering::Relaxed);
         self.checkouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records the change over the last statistics period.
+    pub fn set_last_period(&self, change: StatsSnapshot, period: Duration) {
+        *self.last_period.lock().unwrap_or_else(|e| e.into_inner()) = Some((change, period));
+    }
+
+    /// The change over the last statistics period and its length, if one has passed.
+    pub fn last_period(&self) -> Option<(StatsSnapshot, Duration)> {
+        *self.last_period.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {

@@ -1,0 +1,33 @@
+//! `SHOW LISTS`: how many of each thing pgfleet holds, as PgBouncer's `SHOW LISTS`.
+
+use super::Table;
+use crate::state::State;
+
+pub fn table(state: &State) -> Table {
+    let topology = state.current.load();
+    let max = topology.config.general.max_client_conn;
+    let used_clients = max.saturating_sub(state.client_slots.available_permits());
+    let (mut pools, mut idle, mut active, mut members, mut endpoints) = (0, 0, 0, 0, 0);
+    for cluster in &topology.clusters {
+        endpoints += cluster.endpoints.len();
+        members += cluster.nodes().len();
+        for pool in cluster.pools.all() {
+            pools += 1;
+            idle += pool.idle();
+            active += pool.active();
+        }
+    }
+    let mut t = Table::new(&["list", "items"]);
+    for (list, items) in [
+        ("databases", endpoints),
+        ("users", topology.users.len()),
+        ("pools", pools),
+        ("members", members),
+        ("used_clients", used_clients),
+        ("free_servers", idle),
+        ("used_servers", active),
+    ] {
+        t.push([list.to_owned(), items.to_string()]);
+    }
+    t
+}
