@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::config::{self, Discovery};
 
+mod rds;
 mod static_hosts;
 
 /// One member as a source sees it.
@@ -64,6 +65,7 @@ pub fn source(config: &config::Cluster, ctx: &Context) -> anyhow::Result<Arc<dyn
     let _ = ctx;
     match config.discovery {
         Discovery::Static => Ok(Arc::new(static_hosts::StaticHosts::new(config))),
+        Discovery::Rds => Ok(Arc::new(rds::Rds::new(config)?)),
         other => anyhow::bail!(
             "discovery = \"{}\" is not available in this build",
             other.as_str()
