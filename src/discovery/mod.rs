@@ -14,6 +14,7 @@ use crate::config::{self, Discovery};
 mod aurora;
 mod dir;
 mod dns;
+mod rds;
 mod static_hosts;
 
 /// One member as a source sees it.
@@ -72,9 +73,6 @@ pub fn source(config: &config::Cluster, ctx: &Context) -> anyhow::Result<Arc<dyn
             config,
             ctx.health_password.clone(),
         ))),
-        other => anyhow::bail!(
-            "discovery = \"{}\" is not available in this build",
-            other.as_str()
-        ),
+        Discovery::Rds => Ok(Arc::new(rds::Rds::new(config)?)),
     }
 }
