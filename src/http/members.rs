@@ -1,0 +1,88 @@
+//! One reading of each member of a cluster, shared by `/metrics` and `/status.json`,
+//! with the words `SHOW BACKENDS` uses.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::cluster::{ClusterState, Health, NodeRole};
+
+/// What is known of one member at one moment.
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    /// `host:port`.
+    pub addr: String,
+    pub role: NodeRole,
+    pub health: Health,
+    /// `serving`, `out`, `lagging`, `fenced` or `draining` (see [`STATES`]).
+    pub state: &'static str,
+    pub lag: Duration,
+    pub lag_bytes: u64,
+    /// Sessions (or transactions, in transaction mode) running on it now.
+    pub sessions: usize,
+    /// Server sockets open to it.
+    pub server_conns: usize,
+    /// Removed by discovery and draining.
+    pub removed: bool,
+    /// What discovery says of its zone, if anything.
+    pub zone: Option<String>,
+    /// Transactions completed over all its pools.
+    pub xacts: u64,
+    /// Queries completed over all its pools.
+    pub queries: u64,
+}
+
+/// Every member state, in the order they are checked.
+pub const STATES: [&str; 5] = ["serving", "out", "lagging", "fenced", "draining"];
+
+/// Every node role.
+pub const ROLES: [NodeRole; 3] = [NodeRole::Primary, NodeRole::Replica, NodeRole::Unknown];
+
+/// The current members of `cluster`, then the ones draining.
+pub fn members(cluster: &ClusterState) -> Vec<MemberView> {
+    let writer = cluster.writer().map(|w| w.index);
+    // Pools are per (node, database, user): a member's counts are its pools' sums.
+    let mut counts: HashMap<usize, (u64, u64)> = HashMap::new();
+    for pool in cluster.pools.all() {
+        let s = pool.stats.snapshot();
+        let c = counts.entry(pool.key.node).or_default();
+        c.0 += s.xacts;
+        c.1 += s.queries;
+    }
+    let draining = cluster.draining();
+    cluster
+        .nodes()
+        .iter()
+        .chain(draining.iter())
+        .map(|node| {
+            let health = node.health();
+            let role = node.role();
+            // Whether the node takes new clients, as SHOW BACKENDS says it.
+            let state = if node.removed() {
+                "draining"
+            } else if health != Health::Up {
+                "out"
+            } else if node.lagging() {
+                "lagging"
+            } else if role == NodeRole::Primary && writer != Some(node.index) {
+                "fenced"
+            } else {
+                "serving"
+            };
+            let (xacts, queries) = counts.get(&node.index).copied().unwrap_or_default();
+            MemberView {
+                addr: node.addr.clone(),
+                role,
+                health,
+                state,
+                lag: node.lag(),
+                lag_bytes: node.lag_bytes(),
+                sessions: node.total_sessions(),
+                server_conns: node.sockets.len(),
+                removed: node.removed(),
+                zone: node.member().zone.clone(),
+                xacts,
+                queries,
+            }
+        })
+        .collect()
+}
