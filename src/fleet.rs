@@ -12,7 +12,7 @@ use crate::auth::{Secret, Userlist};
 use crate::cluster::{membership, ClusterState};
 use crate::config::Loaded;
 use crate::state::{State, Topology};
-use crate::{admin, discovery, frontend, pool, stats};
+use crate::{admin, discovery, frontend, http, pool, stats};
 
 /// A running pgfleet: its state and the addresses it listens on.
 pub struct Fleet {
@@ -21,6 +21,8 @@ pub struct Fleet {
     pub endpoints: BTreeMap<String, SocketAddr>,
     /// The admin console's bound address, if `admin_listen` is set.
     pub admin: Option<SocketAddr>,
+    /// The HTTP endpoints' bound address, if `http_listen` is set.
+    pub http: Option<SocketAddr>,
 }
 
 impl Fleet {
@@ -28,11 +30,14 @@ impl Fleet {
     /// anything running) when the auth file cannot be read or an address cannot be bound.
     pub async fn start(loaded: Loaded) -> anyhow::Result<Fleet> {
         let config = Arc::new(loaded.config);
-        warn_unserved(&config.general);
         let auth_file = &config.general.auth_file;
         let users = Userlist::load(auth_file)?;
         let admin_listener = match config.general.admin_listen {
             Some(addr) => Some(bind(addr).await.context("general.admin_listen")?),
+            None => None,
+        };
+        let http_listener = match config.general.http_listen {
+            Some(addr) => Some(bind(addr).await.context("general.http_listen")?),
             None => None,
         };
         let mut listeners = Vec::new();
@@ -97,10 +102,20 @@ impl Fleet {
             }
             None => None,
         };
+        let http = match http_listener {
+            Some(listener) => {
+                let addr = listener.local_addr()?;
+                tracing::info!(%addr, "http listening");
+                tokio::spawn(http::serve(state.clone(), listener));
+                Some(addr)
+            }
+            None => None,
+        };
         Ok(Fleet {
             state,
             endpoints,
             admin,
+            http,
         })
     }
 
@@ -153,12 +168,5 @@ fn health_password(state: &State, user: &str) -> Option<String> {
             None
         }
         None => None,
-    }
-}
-
-/// Keys of the interface that this version accepts but does not serve yet.
-fn warn_unserved(general: &crate::config::General) {
-    if let Some(addr) = general.http_listen {
-        tracing::warn!(%addr, "http_listen: the HTTP endpoints are not available in this version");
     }
 }

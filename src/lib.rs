@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod fleet;
 pub mod frontend;
 pub mod harness;
+pub mod http;
 pub mod pool;
 pub mod protocol;
 pub mod state;

@@ -2,7 +2,6 @@
 //! health as the checks last saw them, its lag, and its load.
 
 use super::Table;
-use crate::cluster::Health;
 use crate::state::Topology;
 
 pub fn table(topology: &Topology) -> Table {
@@ -24,25 +23,10 @@ pub fn table(topology: &Topology) -> Table {
         rows: Vec::new(),
     };
     for cluster in &topology.clusters {
-        let writer = cluster.writer().map(|w| w.index);
         let draining = cluster.draining();
         for node in cluster.nodes().iter().chain(draining.iter()) {
             let member = node.member();
-            // Whether the node takes new clients, in HAProxy's words.
-            let state = if node.removed() {
-                "draining"
-            } else if node.disabled() {
-                "disabled"
-            } else if node.health() != Health::Up {
-                "out"
-            } else if node.lagging() {
-                "lagging"
-            } else if node.role() == crate::cluster::NodeRole::Primary && writer != Some(node.index)
-            {
-                "fenced"
-            } else {
-                "serving"
-            };
+            let state = cluster.member_state(node);
             t.rows.push(vec![
                 Some(cluster.name.clone()),
                 Some(node.addr.clone()),

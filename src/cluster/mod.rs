@@ -152,6 +152,30 @@ impl ClusterState {
         self.draining.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether `node` takes new clients, in HAProxy's words: `draining` (removed by
+    /// discovery), `disabled` (from the admin console), `out` (not up), `lagging`
+    /// (beyond `max_lag`), `fenced` (an old primary) or `serving`.
+    pub fn member_state(&self, node: &Node) -> &'static str {
+        if node.removed() {
+            "draining"
+        } else if node.disabled() {
+            "disabled"
+        } else if node.health() != Health::Up {
+            "out"
+        } else if node.lagging() {
+            "lagging"
+        } else if node.role() == NodeRole::Primary && self.writer_index() != Some(node.index) {
+            "fenced"
+        } else {
+            "serving"
+        }
+    }
+
+    /// Every `member_state`, in the order they are checked.
+    pub const MEMBER_STATES: [&'static str; 6] = [
+        "draining", "disabled", "out", "lagging", "fenced", "serving",
+    ];
+
     /// The current members. One atomic load; hold the guard briefly.
     pub fn nodes(&self) -> Guard<Arc<Vec<Arc<Node>>>> {
         self.members.load()
