@@ -18,6 +18,7 @@ pub mod pool;
 pub mod protocol;
 pub mod state;
 pub mod stats;
+pub mod systemd;
 
 pub use fleet::Fleet;
 

@@ -86,11 +86,22 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     let runtime = pgfleet::runtime(loaded.config.general.workers)?;
     runtime.block_on(async {
         let fleet = Fleet::start(loaded).await?;
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        pgfleet::systemd::notify("READY=1");
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                _ = hup.recv() => {
+                    tracing::warn!("SIGHUP: this version does not reload its configuration; restart pgfleet to apply a new one");
+                    continue;
+                }
+            }
+            break;
         }
+        pgfleet::systemd::notify("STOPPING=1");
         fleet.stop();
         if !fleet
             .wait_clients_gone(std::time::Duration::from_secs(5))

@@ -77,12 +77,25 @@ async fn run_serves_and_stops_on_sigterm() {
         .replacen("127.0.0.1:0", &format!("127.0.0.1:{}", free_port()), 1);
     let path = dir.path().join("pgfleet.toml");
     std::fs::write(&path, text).unwrap();
+    // systemd's side of sd_notify.
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let notified = || {
+        let mut buf = [0u8; 256];
+        let n = notify.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
     let mut child = Command::new(BIN)
         .args(["--log-format", "json", "run", "--config"])
         .arg(&path)
+        .env("NOTIFY_SOCKET", &notify_path)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    assert_eq!(blocking(notified), "READY=1");
     let addr = format!("127.0.0.1:{reader}").parse().unwrap();
     let start = Instant::now();
     let (ok, out) = loop {
@@ -95,9 +108,17 @@ async fn run_serves_and_stops_on_sigterm() {
     assert!(ok && out.trim() == "t", "{out}");
     // Let one stats_period (1s) pass after the traffic.
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // SIGHUP does not stop it.
     // SAFETY: kill(2) with the pid of the child this test started.
+    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    assert_eq!(rc, 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ok, out) = blocking(|| psql(addr, "app", "app", "select 1"));
+    assert!(ok, "still serving after SIGHUP: {out}");
+    // SAFETY: as above.
     let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(rc, 0);
+    assert_eq!(blocking(notified), "STOPPING=1");
     let status = blocking(|| {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
