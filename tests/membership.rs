@@ -19,14 +19,32 @@ fn write_member(dir: &Path, name: &str, addr: &str) {
     std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
 
-/// Commits in database `app` on each node, by node.
-fn commits(s: &Setup) -> Vec<i64> {
-    (0..s.cluster.len())
-        .map(|n| {
-            let sql = "select xact_commit from pg_stat_database where datname = 'app'";
-            s.cluster.psql(n, sql).unwrap().parse().unwrap()
-        })
-        .collect()
+/// Node `node` serves its share of the load running on the reader.
+async fn takes_its_share(s: &Setup, node: usize) {
+    let gained = commits_during(&s.cluster, Duration::from_secs(2)).await;
+    assert!(
+        gained[node] > 100,
+        "node {node} serves its share: {gained:?}"
+    );
+}
+
+/// Node `node` leaves the members and takes no transaction after; `others` go on.
+async fn leaves(s: &Setup, node: usize, others: &[usize]) {
+    let main = s.main();
+    let addr = s.cluster.addr(node).to_string();
+    wait_for("the member is gone", Duration::from_secs(8), || {
+        !main.nodes().iter().any(|n| n.addr == addr)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gained = commits_during(&s.cluster, Duration::from_secs(2)).await;
+    assert!(
+        gained[node] <= 2,
+        "a removed member takes no transaction: {gained:?}"
+    );
+    for &o in others {
+        assert!(gained[o] > 100, "{gained:?}");
+    }
 }
 
 async fn setup_dir(
@@ -105,29 +123,11 @@ async fn dir_members_join_and_leave_under_load() {
         "{:?}",
         listed.elapsed()
     );
-    let before = blocking(|| commits(&s));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = blocking(|| commits(&s));
-    let gained: Vec<i64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
-    assert!(gained[3] > 100, "node 3 serves its share: {gained:?}");
+    takes_its_share(&s, 3).await;
 
     // Node 1 leaves: no new transactions on it, the others carry on.
     std::fs::remove_file(dir.path().join("node1")).unwrap();
-    let addr1 = s.cluster.addr(1).to_string();
-    wait_for("node 1 is gone", Duration::from_secs(3), || {
-        !main.nodes().iter().any(|n| n.addr == addr1)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = blocking(|| commits(&s));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = blocking(|| commits(&s));
-    let gained: Vec<i64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
-    assert!(
-        gained[1] <= 2,
-        "a removed member takes no transaction: {gained:?}"
-    );
-    assert!(gained[2] > 100 && gained[3] > 100, "{gained:?}");
+    leaves(&s, 1, &[2, 3]).await;
     // pgbench saw no error at all (an aborted client fails the run).
     let out = blocking(|| pgbench_finish(load));
     assert!(out.contains("number of failed transactions: 0"), "{out}");
@@ -223,29 +223,11 @@ async fn dns_members_join_and_leave_under_load() {
             .any(|n| n.addr == addr3 && main.fits(n, pgfleet::config::Role::Replica))
     })
     .await;
-    let before = blocking(|| commits(&s));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = blocking(|| commits(&s));
-    let gained: Vec<i64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
-    assert!(gained[3] > 100, "node 3 serves its share: {gained:?}");
+    takes_its_share(&s, 3).await;
 
     // Node 1's record goes: it leaves.
     blocking(|| dns.restart(&refs(&records(&[0, 2, 3]))));
-    let addr1 = s.cluster.addr(1).to_string();
-    wait_for("node 1 is gone", Duration::from_secs(8), || {
-        !main.nodes().iter().any(|n| n.addr == addr1)
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = blocking(|| commits(&s));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = blocking(|| commits(&s));
-    let gained: Vec<i64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
-    assert!(
-        gained[1] <= 2,
-        "a removed member takes no transaction: {gained:?}"
-    );
-    assert!(gained[2] > 100 && gained[3] > 100, "{gained:?}");
+    leaves(&s, 1, &[2, 3]).await;
     let out = blocking(|| pgbench_finish(load));
     assert!(out.contains("number of failed transactions: 0"), "{out}");
 }

@@ -10,18 +10,6 @@ use common::*;
 
 const TXN: &str = "pool_mode = \"transaction\"";
 
-fn pgbench(addr: std::net::SocketAddr, args: &[&str]) -> (bool, String) {
-    run(std::process::Command::new("pgbench")
-        .args(["-n", "-h"])
-        .arg(addr.ip().to_string())
-        .arg("-p")
-        .arg(addr.port().to_string())
-        .args(["-U", "app"])
-        .args(args)
-        .arg("app")
-        .env("PGPASSWORD", "app"))
-}
-
 async fn pid(c: &tokio_postgres::Client) -> i32 {
     c.query_one("select pg_backend_pid()", &[])
         .await
@@ -35,13 +23,8 @@ async fn sixty_four_clients_over_four_connections_per_replica() {
     blocking(|| s.cluster.pgbench_init(1)).unwrap();
     let reader = s.addr("reader");
     for mode in ["simple", "extended"] {
-        let (ok, out) = blocking(|| {
-            pgbench(
-                reader,
-                &["-S", "-M", mode, "-c", "64", "-j", "2", "-t", "100"],
-            )
-        });
-        assert!(ok, "pgbench -M {mode}: {out}");
+        let args = ["-S", "-M", mode, "-c", "64", "-j", "2", "-t", "100"];
+        let out = blocking(|| pgbench_finish(pgbench_spawn(reader, &args)));
         assert!(out.contains("actually processed: 6400/6400"), "{out}");
     }
     let sql = "select count(*) from pg_stat_activity where usename = 'app'";
@@ -565,8 +548,7 @@ async fn a_joining_replica_takes_its_share_within_seconds() {
     })
     .await;
     let reader = s.addr("reader");
-    let load =
-        std::thread::spawn(move || pgbench(reader, &["-S", "-c", "16", "-j", "2", "-T", "14"]));
+    let load = pgbench_spawn(reader, &["-S", "-c", "16", "-j", "2", "-T", "14"]);
     tokio::time::sleep(Duration::from_secs(2)).await;
     blocking(|| s.cluster.start_node(3)).unwrap();
     wait_for("node 3 passes its checks", Duration::from_secs(10), || {
@@ -574,20 +556,10 @@ async fn a_joining_replica_takes_its_share_within_seconds() {
     })
     .await;
     let up = Instant::now();
-    let commits = |s: &Setup| -> Vec<i64> {
-        [1, 2, 3]
-            .iter()
-            .map(|&n| {
-                let sql = "select xact_commit from pg_stat_database where datname = 'app'";
-                s.cluster.psql(n, sql).unwrap().parse().unwrap()
-            })
-            .collect()
-    };
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = blocking(|| commits(&s));
-    tokio::time::sleep(Duration::from_secs(5).saturating_sub(up.elapsed())).await;
-    let after = blocking(|| commits(&s));
-    let delta: Vec<i64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    let wait = Duration::from_secs(5).saturating_sub(up.elapsed());
+    let delta = commits_during(&s.cluster, wait).await;
+    let delta = &delta[1..];
     let total: i64 = delta.iter().sum();
     let share = delta[2] as f64 / total as f64;
     println!(
@@ -597,8 +569,7 @@ async fn a_joining_replica_takes_its_share_within_seconds() {
         share >= 0.25,
         "the joining replica took {share:.2} of {delta:?}"
     );
-    let (ok, out) = load.join().unwrap();
-    assert!(ok, "{out}");
+    blocking(|| pgbench_finish(load));
 }
 
 /// RESET ALL / DISCARD ALL bring the client's startup settings back, as on PostgreSQL

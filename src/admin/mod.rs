@@ -14,7 +14,7 @@ mod version;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{info, warn, Instrument};
+use tracing::{info, Instrument};
 
 use crate::frontend::{self, ClientConn, ClientError, StartupParams};
 use crate::protocol::backend as msg;
@@ -63,24 +63,12 @@ impl Table {
 
 /// Accepts console clients until pgfleet stops.
 pub async fn serve(state: Arc<State>, listener: TcpListener) {
-    let mut stop = state.stop.subscribe();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.changed() => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let id = state.next_client_id();
-                let span = tracing::info_span!("admin", id, %peer);
-                tokio::spawn(handle(state.clone(), stream).instrument(span));
-            }
-            Err(e) => {
-                warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
+    frontend::accept_loop(&state, &listener, |stream, peer| {
+        let id = state.next_client_id();
+        let span = tracing::info_span!("admin", id, %peer);
+        tokio::spawn(handle(state.clone(), stream).instrument(span));
+    })
+    .await;
 }
 
 /// What a console user may run.

@@ -37,20 +37,30 @@ pub async fn serve_endpoint(
     endpoint: usize,
     listener: TcpListener,
 ) {
+    accept_loop(&state, &listener, |stream, peer| {
+        let id = state.next_client_id();
+        let ep = &cluster.endpoints[endpoint];
+        let span = tracing::info_span!("client", id, endpoint = %ep.name, %peer);
+        let task = handle_client(state.clone(), cluster.clone(), endpoint, stream, id);
+        tokio::spawn(task.instrument(span));
+    })
+    .await;
+}
+
+/// Accepts connections on `listener` until pgfleet stops, handing each to `accepted`.
+pub(crate) async fn accept_loop(
+    state: &State,
+    listener: &TcpListener,
+    mut accepted: impl FnMut(TcpStream, SocketAddr),
+) {
     let mut stop = state.stop.subscribe();
     loop {
-        let accepted = tokio::select! {
+        let next = tokio::select! {
             a = listener.accept() => a,
             _ = stop.changed() => return,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                let id = state.next_client_id();
-                let ep = &cluster.endpoints[endpoint];
-                let span = tracing::info_span!("client", id, endpoint = %ep.name, %peer);
-                let task = handle_client(state.clone(), cluster.clone(), endpoint, stream, id);
-                tokio::spawn(task.instrument(span));
-            }
+        match next {
+            Ok((stream, peer)) => accepted(stream, peer),
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
                 warn!(error = %e, "accept failed");

@@ -292,3 +292,19 @@ pub fn pgbench_finish(child: std::process::Child) -> String {
     assert!(out.status.success(), "{text}");
     text
 }
+
+/// Commits in database `app` on each node of `cluster` over the next `period`.
+pub async fn commits_during(cluster: &TestCluster, period: Duration) -> Vec<i64> {
+    let commits = || -> Vec<i64> {
+        (0..cluster.len())
+            .map(|n| {
+                let sql = "select xact_commit from pg_stat_database where datname = 'app'";
+                cluster.psql(n, sql).unwrap().parse().unwrap()
+            })
+            .collect()
+    };
+    let before = blocking(commits);
+    tokio::time::sleep(period).await;
+    let after = blocking(commits);
+    after.iter().zip(&before).map(|(a, b)| a - b).collect()
+}
