@@ -90,8 +90,10 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         let mut term = signal(SignalKind::terminate())?;
         let mut hup = signal(SignalKind::hangup())?;
         pgfleet::systemd::notify("READY=1");
+        let mut stopped = fleet.state.stop.subscribe();
         loop {
             tokio::select! {
+                _ = stopped.changed() => tracing::info!("stopping"),
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
                 _ = term.recv() => tracing::info!("SIGTERM: stopping"),
                 _ = hup.recv() => {

@@ -9,6 +9,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::auth::{DerivedSecrets, Userlist};
 use crate::cancel::CancelRegistry;
+use crate::clients::ClientRegistry;
 use crate::cluster::ClusterState;
 use crate::config::Config;
 
@@ -26,6 +27,8 @@ pub struct State {
     /// Read once per session start; replaced whole.
     pub current: ArcSwap<Topology>,
     pub cancels: CancelRegistry,
+    /// Every logged-in client, for the admin console.
+    pub clients: ClientRegistry,
     /// `max_client_conn` permits, one per connected client.
     pub client_slots: Arc<Semaphore>,
     next_client_id: AtomicU32,
@@ -43,6 +46,7 @@ impl State {
         State {
             current: ArcSwap::from_pointee(topology),
             cancels: CancelRegistry::default(),
+            clients: ClientRegistry::default(),
             client_slots: Arc::new(Semaphore::new(max)),
             next_client_id: AtomicU32::new(1),
             mock_key: rand::random(),

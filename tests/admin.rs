@@ -166,17 +166,21 @@ async fn show_commands_report_pools_stats_databases_lists_and_config() {
         cell(&out, &["clusters.main.pool.default_pool_size"], "value"),
         "4"
     );
-    // Averages come from the last stats_period.
-    tokio::time::sleep(Duration::from_millis(2200)).await;
-    for _ in 0..50 {
-        c.batch_execute("select 1").await.unwrap();
-    }
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Averages cover the last stats_period: traffic that runs across two periods.
+    let traffic = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_millis(3000) {
+            c.batch_execute("select 1").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let out = show("STATS");
     let avg: u64 = cell(&out, &[&replica, "app"], "avg_xact_count")
         .parse()
         .unwrap();
     assert!(avg > 0, "{out}");
+    traffic.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,4 +230,76 @@ async fn disable_drains_a_member_and_enable_brings_it_back() {
     drop(held);
     let (ok, out) = blocking(|| console(admin, "app", "app", "DISABLE 127.0.0.1:1"));
     assert!(!ok && out.contains("no member"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_clients_and_servers_then_kill_a_client() {
+    let pool = "pool_mode = \"transaction\"";
+    let s = setup(1, ADMIN, "", pool).await;
+    let admin = s.fleet.admin.expect("admin_listen is served");
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1")
+        .port(s.addr("reader").port())
+        .user("app")
+        .password("app")
+        .dbname("app")
+        .application_name("victim");
+    let (victim, conn) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let busy = app(s.addr("writer")).await;
+    let running = tokio::spawn(async move {
+        busy.batch_execute("select pg_sleep(1)").await.unwrap();
+        busy
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ok, out) = blocking(|| console(admin, "app", "app", "SHOW CLIENTS"));
+    assert!(ok, "{out}");
+    let id = cell(&out, &["victim"], "id");
+    assert_eq!(
+        cell(&out, &["victim"], "state"),
+        "idle",
+        "transaction mode, between transactions"
+    );
+    assert_eq!(cell(&out, &["main", "writer"], "state"), "active", "{out}");
+    assert_eq!(
+        cell(&out, &["main", "writer"], "member"),
+        s.cluster.addr(0).to_string()
+    );
+    let (ok, out) = blocking(|| console(admin, "app", "app", "SHOW SERVERS"));
+    assert!(ok, "{out}");
+    let primary = s.cluster.addr(0).to_string();
+    assert_eq!(cell(&out, &[&primary], "state"), "active", "{out}");
+    let busy = running.await.unwrap();
+    let (_, out) = blocking(|| console(admin, "app", "app", "SHOW SERVERS"));
+    assert_eq!(cell(&out, &[&primary], "state"), "idle", "{out}");
+    // KILL_CLIENT ends that client only.
+    let (ok, out) = blocking(|| console(admin, "app", "app", &format!("KILL_CLIENT {id}")));
+    assert!(ok, "{out}");
+    let e = victim.batch_execute("select 1").await.unwrap_err();
+    assert!(e.is_closed() || e.to_string().contains("closed"), "{e:?}");
+    busy.batch_execute("select 1").await.unwrap();
+    let (ok, out) = blocking(|| console(admin, "app", "app", &format!("KILL_CLIENT {id}")));
+    assert!(!ok && out.contains("no client"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_from_the_console_ends_every_session() {
+    let s = setup(1, ADMIN, "", "").await;
+    let admin = s.fleet.admin.expect("admin_listen is served");
+    let c = app(s.addr("reader")).await;
+    let (ok, out) = blocking(|| console(admin, "app", "app", "SHUTDOWN"));
+    assert!(ok, "{out}");
+    let e = c.batch_execute("select 1").await.unwrap_err();
+    assert!(e.is_closed() || sqlstate(&e) == "57P01", "{e:?}");
+    assert!(connect(s.addr("reader"), "app", "app").await.is_err());
+    // A stats user may not stop pgfleet (checked on a fresh one below).
+    let s2 = setup(1, ADMIN, "", "").await;
+    let admin2 = s2.fleet.admin.expect("admin_listen is served");
+    let (ok, out) = blocking(|| console(admin2, "pgcheck", "pgcheck", "SHUTDOWN"));
+    assert!(!ok && out.contains("only run SHOW"), "{out}");
+    app(s2.addr("reader"))
+        .await
+        .batch_execute("select 1")
+        .await
+        .unwrap();
 }

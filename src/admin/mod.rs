@@ -3,11 +3,13 @@
 //! console is. It speaks the simple query protocol; each command is a file here.
 
 mod backends;
+mod clients;
 mod config;
 mod databases;
 mod lists;
 mod members;
 mod pools;
+mod servers;
 mod stats;
 mod version;
 
@@ -24,6 +26,11 @@ use crate::state::{State, Topology};
 
 /// The console's database name (`pgbouncer` is accepted too, for tools that expect it).
 pub const DATABASE: &str = "pgfleet";
+
+/// A time as the console shows it: RFC 3339, UTC, to the second.
+pub fn time_text(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
 
 /// A result set: column names and text rows.
 #[derive(Debug, Default)]
@@ -205,11 +212,29 @@ fn command(
         ["SHOW", "DATABASES"] => show(databases::table(&topology)),
         ["SHOW", "LISTS"] => show(lists::table(state)),
         ["SHOW", "CONFIG"] => show(config::table(&topology)),
+        ["SHOW", "CLIENTS"] => show(clients::table(state)),
+        ["SHOW", "SERVERS"] => show(servers::table(&topology)),
         ["SHOW", "VERSION"] => show(version::table()),
         [first, ..] if *first != "SHOW" && access != Access::Admin => Err((
             sqlstate::INSUFFICIENT_PRIVILEGE,
             "stats_users may only run SHOW commands".into(),
         )),
+        ["KILL_CLIENT", _] => {
+            let id = raw[1].parse::<u32>().map_err(|_| {
+                let text = format!("KILL_CLIENT takes a client id from SHOW CLIENTS, not \"{}\"", raw[1]);
+                (sqlstate::SYNTAX_ERROR, text)
+            })?;
+            if !state.clients.kill(id) {
+                return Err((sqlstate::UNDEFINED_OBJECT, format!("no client {id}")));
+            }
+            info!(client = id, "client killed from the admin console");
+            Ok((Table::default(), "KILL_CLIENT"))
+        }
+        ["SHUTDOWN"] => {
+            info!("SHUTDOWN from the admin console: stopping");
+            state.stop.send_replace(true);
+            Ok((Table::default(), "SHUTDOWN"))
+        }
         [verb @ ("DISABLE" | "ENABLE"), _] => {
             let disable = *verb == "DISABLE";
             members::set_disabled(&topology, raw[1], disable)?;
@@ -217,7 +242,7 @@ fn command(
         }
         _ => Err((
             sqlstate::SYNTAX_ERROR,
-            format!("unknown command \"{statement}\"; the commands are SHOW BACKENDS|POOLS|STATS|DATABASES|LISTS|CONFIG|VERSION, DISABLE <member>, ENABLE <member>"),
+            format!("unknown command \"{statement}\"; the commands are SHOW BACKENDS|POOLS|STATS|SERVERS|CLIENTS|DATABASES|LISTS|CONFIG|VERSION, DISABLE <member>, ENABLE <member>, KILL_CLIENT <id>, SHUTDOWN"),
         )),
     }
 }

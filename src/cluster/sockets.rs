@@ -9,12 +9,23 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+/// What `SHOW SERVERS` tells of a server connection.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// The backend's pid.
+    pub pid: u32,
+    pub database: String,
+    pub user: String,
+    pub connected_at: SystemTime,
+}
 
 /// The open server sockets of a node.
 #[derive(Debug, Default)]
 pub struct Sockets {
     next: AtomicU64,
-    open: Mutex<HashMap<u64, OwnedFd>>,
+    open: Mutex<HashMap<u64, (OwnedFd, ServerInfo)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -25,14 +36,22 @@ impl Sockets {
     /// Registers `socket` until the returned entry is dropped. `None` if the descriptor
     /// could not be duplicated (out of descriptors): the connection then only ends when
     /// its client or server ends it.
-    pub fn register(self: &Arc<Self>, socket: &impl AsFd) -> Option<SocketEntry> {
+    pub fn register(self: &Arc<Self>, socket: &impl AsFd, info: ServerInfo) -> Option<SocketEntry> {
         let fd = socket.as_fd().try_clone_to_owned().ok()?;
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        lock(&self.open).insert(id, fd);
+        lock(&self.open).insert(id, (fd, info));
         Some(SocketEntry {
             sockets: self.clone(),
             id,
         })
+    }
+
+    /// The server connections open now.
+    pub fn list(&self) -> Vec<ServerInfo> {
+        lock(&self.open)
+            .values()
+            .map(|(_, info)| info.clone())
+            .collect()
     }
 
     /// Sockets open now.
@@ -47,7 +66,7 @@ impl Sockets {
     /// Shuts every socket down both ways; returns how many.
     pub fn shutdown_all(&self) -> usize {
         let open = lock(&self.open);
-        for fd in open.values() {
+        for (fd, _) in open.values() {
             let _ = socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Both);
         }
         open.len()
@@ -79,7 +98,14 @@ mod tests {
         let client = std::net::TcpStream::connect(addr).expect("connect");
         let (mut server_side, _) = listener.accept().expect("accept");
         let sockets = Arc::new(Sockets::default());
-        let entry = sockets.register(&client).expect("registered");
+        let info = ServerInfo {
+            pid: 1,
+            database: "d".into(),
+            user: "u".into(),
+            connected_at: SystemTime::now(),
+        };
+        let entry = sockets.register(&client, info).expect("registered");
+        assert_eq!(sockets.list()[0].pid, 1);
         assert_eq!(sockets.len(), 1);
         assert_eq!(sockets.shutdown_all(), 1);
         let mut buf = [0u8; 1];

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::cancel::send_cancel;
+use crate::clients::NewClient;
 use crate::cluster::ClusterState;
 use crate::pool::Credentials;
 use crate::protocol::sqlstate;
@@ -41,7 +42,7 @@ pub async fn serve_endpoint(
         let id = state.next_client_id();
         let ep = &cluster.endpoints[endpoint];
         let span = tracing::info_span!("client", id, endpoint = %ep.name, %peer);
-        let task = handle_client(state.clone(), cluster.clone(), endpoint, stream, id);
+        let task = handle_client(state.clone(), cluster.clone(), endpoint, stream, id, peer);
         tokio::spawn(task.instrument(span));
     })
     .await;
@@ -76,6 +77,7 @@ async fn handle_client(
     endpoint: usize,
     stream: TcpStream,
     id: u32,
+    peer: SocketAddr,
 ) {
     let connected_at = std::time::Instant::now();
     let _ = stream.set_nodelay(true);
@@ -99,7 +101,24 @@ async fn handle_client(
     let span = tracing::info_span!("session", user = %params.user, db = %params.database);
     let key: u32 = rand::random();
     let cancel = state.cancels.register(id, key);
+    let ep = &cluster.endpoints[endpoint];
+    let application_name = params
+        .settings
+        .iter()
+        .find(|(n, _)| n == "application_name")
+        .map_or("", |(_, v)| v.as_str());
+    let new = NewClient {
+        id,
+        user: &params.user,
+        database: &params.database,
+        cluster: &cluster.name,
+        endpoint: &ep.name,
+        peer,
+        application_name,
+    };
+    let registered = state.clients.register(new, &conn.stream);
     let client = session::Client {
+        info: &registered.info,
         id,
         key,
         cancel: &cancel,
@@ -108,7 +127,6 @@ async fn handle_client(
         connected_at,
         log: general.log_connections,
     };
-    let ep = &cluster.endpoints[endpoint];
     let run = session::run(&cluster, ep, &mut conn, client);
     let result = until_stopped(stop, run).instrument(span).await;
     state.cancels.unregister(id);

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use tracing::info;
 
 use crate::cancel::{CancelSlot, CancelTarget, TargetScope};
+use crate::clients::{ClientInfo, ClientState};
 use crate::cluster::{ClusterState, EndpointState};
 use crate::config::{self, PoolMode};
 use crate::pool::{Credentials, PooledConn, Release};
@@ -22,6 +23,8 @@ use super::transaction;
 
 /// Who the client is, once authenticated.
 pub struct Client<'a> {
+    /// The client as the admin console sees it.
+    pub info: &'a ClientInfo,
     pub id: u32,
     pub key: u32,
     pub params: &'a StartupParams,
@@ -64,6 +67,7 @@ async fn session_mode(
 ) -> Result<PumpEnd, ClientError> {
     let database = &client.params.database;
     let mut pools = PoolCache::default();
+    client.info.set(ClientState::Waiting, None);
     let (slot, mut server) = acquire(
         cluster,
         endpoint,
@@ -73,6 +77,7 @@ async fn session_mode(
         &mut pools,
     )
     .await?;
+    client.info.set(ClientState::Active, Some(slot.node.index));
     if client.log {
         info!(node = %slot.node.addr, server_pid = server.backend_pid, "client connected");
     }

@@ -8,6 +8,7 @@ use bytes::Buf;
 use tokio::io::AsyncReadExt;
 use tracing::{info, warn};
 
+use crate::clients::ClientState;
 use crate::cluster::{ClusterState, EndpointState};
 use crate::config::Role;
 use crate::pool::{PooledConn, Release};
@@ -91,7 +92,8 @@ pub async fn run(
             Next::Terminate => return Ok(PumpEnd::ClientTerminated),
             Next::Closed => return Ok(PumpEnd::ClientClosed),
         }
-        let (_slot, mut server) = acquire(
+        client.info.set(ClientState::Waiting, None);
+        let (slot, mut server) = acquire(
             cluster,
             endpoint,
             database,
@@ -100,6 +102,7 @@ pub async fn run(
             &mut pools,
         )
         .await?;
+        client.info.set(ClientState::Active, Some(slot.node.index));
         if let Some(sql) = settings.sync_sql(&server) {
             let before = server.params.clone();
             run_on_server(conn, &mut server, &sql).await?;
@@ -117,6 +120,7 @@ pub async fn run(
         server.release = Release::Close;
         let named = (max_prepared > 0).then_some((&mut statements, max_prepared));
         let result = pump(conn, &mut server, opts, named).await;
+        client.info.set(ClientState::Idle, None);
         server.release = result.release;
         drop(target);
         if server.cancel_gate.busy() && !server.cancel_gate.settle().await {

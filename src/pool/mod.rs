@@ -94,6 +94,11 @@ impl Pool {
         lock(&self.idle).len()
     }
 
+    /// The backend pids of the idle connections.
+    pub fn idle_pids(&self) -> Vec<u32> {
+        lock(&self.idle).iter().map(|c| c.backend_pid).collect()
+    }
+
     /// Clients waiting for a free server connection of this pool.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
@@ -192,7 +197,13 @@ impl Pool {
         let mut conn = tokio::time::timeout(limit, connect)
             .await
             .map_err(|_| ServerError::Timeout(limit))??;
-        conn.socket = self.node.sockets.register(&conn.stream);
+        let info = crate::cluster::sockets::ServerInfo {
+            pid: conn.backend_pid,
+            database: self.key.database.clone(),
+            user: self.key.user.clone(),
+            connected_at: std::time::SystemTime::now(),
+        };
+        conn.socket = self.node.sockets.register(&conn.stream, info);
         tracing::debug!(node = %self.node.addr, db = %self.key.database, user = %self.key.user, pid = conn.backend_pid, "server connection opened");
         lock(&self.baseline).get_or_insert_with(|| Arc::new(conn.params.clone()));
         Ok(conn)
