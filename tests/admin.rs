@@ -303,3 +303,42 @@ async fn shutdown_from_the_console_ends_every_session() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_waits_for_running_transactions_and_holds_new_ones_until_resume() {
+    let s = setup(1, ADMIN, "", "pool_mode = \"transaction\"").await;
+    let admin = s.fleet.admin.expect("admin_listen is served");
+    let writer = s.addr("writer");
+    let a = app(writer).await;
+    let b = app(writer).await;
+    let running = tokio::spawn(async move { a.batch_execute("select pg_sleep(1)").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // PAUSE answers once A's transaction is over.
+    let started = std::time::Instant::now();
+    let (ok, out) = blocking(|| console(admin, "app", "app", "PAUSE main"));
+    assert!(ok, "{out}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
+    running
+        .await
+        .unwrap()
+        .expect("the running transaction finishes");
+    let (_, out) = blocking(|| console(admin, "app", "app", "SHOW DATABASES"));
+    assert_eq!(cell(&out, &["main.writer"], "paused"), "1");
+    // B's next transaction waits for RESUME.
+    let waiting = tokio::spawn(async move { b.batch_execute("select 1").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "a transaction waits while paused");
+    let (ok, out) = blocking(|| console(admin, "app", "app", "RESUME main"));
+    assert!(ok, "{out}");
+    tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("resumed")
+        .unwrap()
+        .expect("B's transaction runs after RESUME");
+    let (ok, out) = blocking(|| console(admin, "app", "app", "PAUSE nosuch"));
+    assert!(!ok && out.contains("no cluster"), "{out}");
+}

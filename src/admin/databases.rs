@@ -18,6 +18,7 @@ pub fn table(topology: &Topology) -> Table {
         "max_connections",
         "current_connections",
         "members",
+        "paused",
     ]);
     for cluster in &topology.clusters {
         let pool = &cluster.config.pool;
@@ -42,6 +43,7 @@ pub fn table(topology: &Topology) -> Table {
                 pool.max_db_connections.to_string(),
                 in_use.to_string(),
                 fits.to_string(),
+                u8::from(cluster.paused()).to_string(),
             ]);
         }
     }

@@ -8,6 +8,7 @@ mod config;
 mod databases;
 mod lists;
 mod members;
+mod pause;
 mod pools;
 mod servers;
 mod stats;
@@ -156,7 +157,7 @@ async fn commands(state: &State, conn: &mut ClientConn, access: Access) -> Resul
             b'Q' => {
                 let mut pos = 0;
                 let sql = read_cstr(body(&message), &mut pos).unwrap_or("");
-                run(state, conn, access, sql);
+                run(state, conn, access, sql).await;
             }
             b'S' => {}
             _ => {
@@ -171,7 +172,7 @@ async fn commands(state: &State, conn: &mut ClientConn, access: Access) -> Resul
 
 /// Runs one query (it may hold several commands, separated by `;`); stops at the first
 /// that fails, as PostgreSQL does.
-fn run(state: &State, conn: &mut ClientConn, access: Access, sql: &str) {
+async fn run(state: &State, conn: &mut ClientConn, access: Access, sql: &str) {
     let statements: Vec<&str> = sql
         .split(';')
         .map(str::trim)
@@ -182,7 +183,7 @@ fn run(state: &State, conn: &mut ClientConn, access: Access, sql: &str) {
         return;
     }
     for statement in statements {
-        match command(state, access, statement) {
+        match command(state, access, statement).await {
             Ok((table, tag)) => table.write(conn, tag),
             Err((code, text)) => {
                 msg::error_response(&mut conn.out, msg::Severity::Error, code, &text);
@@ -194,7 +195,7 @@ fn run(state: &State, conn: &mut ClientConn, access: Access, sql: &str) {
 }
 
 /// The answer to one command, or (SQLSTATE, message).
-fn command(
+async fn command(
     state: &State,
     access: Access,
     statement: &str,
@@ -203,7 +204,7 @@ fn command(
     let raw: Vec<&str> = statement.split_whitespace().collect();
     let words: Vec<String> = raw.iter().map(|w| w.to_ascii_uppercase()).collect();
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    let topology = state.current.load();
+    let topology = state.current.load_full();
     let show = |table: Table| Ok((table, "SHOW"));
     match words.as_slice() {
         ["SHOW", "BACKENDS"] => show(backends::table(&topology)),
@@ -230,6 +231,14 @@ fn command(
             info!(client = id, "client killed from the admin console");
             Ok((Table::default(), "KILL_CLIENT"))
         }
+        ["PAUSE"] | ["PAUSE", _] => {
+            pause::pause(&topology, raw.get(1).copied()).await?;
+            Ok((Table::default(), "PAUSE"))
+        }
+        ["RESUME"] | ["RESUME", _] => {
+            pause::resume(&topology, raw.get(1).copied())?;
+            Ok((Table::default(), "RESUME"))
+        }
         ["SHUTDOWN"] => {
             info!("SHUTDOWN from the admin console: stopping");
             state.stop.send_replace(true);
@@ -242,7 +251,7 @@ fn command(
         }
         _ => Err((
             sqlstate::SYNTAX_ERROR,
-            format!("unknown command \"{statement}\"; the commands are SHOW BACKENDS|POOLS|STATS|SERVERS|CLIENTS|DATABASES|LISTS|CONFIG|VERSION, DISABLE <member>, ENABLE <member>, KILL_CLIENT <id>, SHUTDOWN"),
+            format!("unknown command \"{statement}\"; the commands are SHOW BACKENDS|POOLS|STATS|SERVERS|CLIENTS|DATABASES|LISTS|CONFIG|VERSION, DISABLE <member>, ENABLE <member>, PAUSE [cluster], RESUME [cluster], KILL_CLIENT <id>, SHUTDOWN"),
         )),
     }
 }

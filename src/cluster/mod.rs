@@ -28,6 +28,8 @@ pub struct ClusterState {
     next_index: AtomicUsize,
     /// Members removed and still draining.
     draining: std::sync::Mutex<Vec<Arc<Node>>>,
+    /// `PAUSE` from the admin console: no new checkout until `RESUME`.
+    paused: std::sync::atomic::AtomicBool,
     pub endpoints: Vec<EndpointState>,
     pub pools: PoolSet,
     /// Woken whenever a node's health or role changes, so clients waiting for a node
@@ -80,6 +82,7 @@ impl ClusterState {
             config: config.clone(),
             next_index: AtomicUsize::new(nodes.len()),
             draining: std::sync::Mutex::default(),
+            paused: std::sync::atomic::AtomicBool::new(false),
             members: ArcSwap::from_pointee(nodes),
             endpoints,
             pools: PoolSet::default(),
@@ -136,6 +139,15 @@ impl ClusterState {
             .filter(|n| !n.removed() && n.timeline() == timeline)
             .max_by_key(|n| n.primary_since())
             .map(|n| n.index)
+    }
+
+    /// Whether the admin console paused the cluster.
+    pub fn paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
     }
 
     /// Members removed and still draining.

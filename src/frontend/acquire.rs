@@ -40,6 +40,16 @@ pub async fn acquire(
         let changed = cluster.changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
+        if cluster.paused() {
+            // PAUSE: wait for RESUME (which notifies `changed`).
+            if timeout_at(deadline, changed).await.is_err() {
+                return Err(ClientError::fatal(
+                    sqlstate::CANNOT_CONNECT_NOW,
+                    "the cluster stayed paused (PAUSE) for query_wait_timeout",
+                ));
+            }
+            continue;
+        }
         let Some(node) = balance::pick(cluster, endpoint) else {
             if timeout_at(node_deadline, changed).await.is_err() {
                 let role = format!("{:?}", endpoint.config.role).to_lowercase();
