@@ -333,6 +333,14 @@ async fn metrics_show_clients_members_and_pools_to_prometheus_parsers() {
         // The idle server connection stays open.
         assert_eq!(value(&m, "pgfleet_member_server_connections", &member), 1.0);
     }
+
+    // Errors pgfleet sends are counted by SQLSTATE.
+    assert!(connect(s.addr("reader"), "app", "wrong").await.is_err());
+    for (format, m) in scrape(http).await {
+        let labels = [("cluster", "main"), ("sqlstate", "28P01")];
+        let n = value(&m, "pgfleet_client_errors_total", &labels);
+        assert_eq!(n, 1.0, "{format}");
+    }
 }
 
 /// Headless Chromium, run as a child in its own process group that is killed if it

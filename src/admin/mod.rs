@@ -110,7 +110,7 @@ async fn handle(state: Arc<State>, stream: TcpStream) {
         }
         Ok(())
     };
-    let Some((params, _)) = frontend::login(&state, &mut conn, &topology, admit).await else {
+    let Some((params, _)) = frontend::login(&state, &mut conn, &topology, None, admit).await else {
         return;
     };
     // Checked after authentication, so the console tells nobody which users exist.

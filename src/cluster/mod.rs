@@ -30,6 +30,8 @@ pub struct ClusterState {
     draining: std::sync::Mutex<Vec<Arc<Node>>>,
     /// `PAUSE` from the admin console: no new checkout until `RESUME`.
     paused: std::sync::atomic::AtomicBool,
+    /// ErrorResponses pgfleet sent this cluster's clients, by SQLSTATE.
+    errors: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     pub endpoints: Vec<EndpointState>,
     pub pools: PoolSet,
     /// Woken whenever a node's health or role changes, so clients waiting for a node
@@ -83,6 +85,7 @@ impl ClusterState {
             next_index: AtomicUsize::new(nodes.len()),
             draining: std::sync::Mutex::default(),
             paused: std::sync::atomic::AtomicBool::new(false),
+            errors: std::sync::Mutex::default(),
             members: ArcSwap::from_pointee(nodes),
             endpoints,
             pools: PoolSet::default(),
@@ -139,6 +142,18 @@ impl ClusterState {
             .filter(|n| !n.removed() && n.timeline() == timeline)
             .max_by_key(|n| n.primary_since())
             .map(|n| n.index)
+    }
+
+    /// Counts an ErrorResponse pgfleet sent one of the cluster's clients.
+    pub fn count_error(&self, sqlstate: &str) {
+        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        *errors.entry(sqlstate.to_owned()).or_default() += 1;
+    }
+
+    /// ErrorResponses pgfleet sent the cluster's clients, by SQLSTATE.
+    pub fn errors(&self) -> Vec<(String, u64)> {
+        let errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        errors.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
     /// Whether the admin console paused the cluster.

@@ -94,7 +94,8 @@ async fn handle_client(
             "no more connections allowed (max_client_conn)",
         )),
     };
-    let Some((params, cred)) = login(&state, &mut conn, &topology, admit).await else {
+    let Some((params, cred)) = login(&state, &mut conn, &topology, Some(&cluster), admit).await
+    else {
         return;
     };
     conn.max_message = general.max_message_size;
@@ -133,10 +134,14 @@ async fn handle_client(
     match result {
         Some(Err(e)) => {
             info!(code = e.code(), error = %e, "session ended with an error");
+            if !matches!(e, ClientError::Io(_)) {
+                cluster.count_error(e.code());
+            }
             conn.send_error(&e).await;
         }
         None => {
             let e = ClientError::fatal(sqlstate::ADMIN_SHUTDOWN, "pgfleet is shutting down");
+            cluster.count_error(e.code());
             conn.send_error(&e).await;
         }
         Some(Ok(_)) => {}
@@ -159,11 +164,13 @@ async fn until_stopped<F: std::future::Future>(
 
 /// Reads the startup packet (forwarding a cancel request), lets `admit` refuse the
 /// client, and authenticates it, within `client_login_timeout`. `None` when the
-/// connection ends here (a cancel request, or a refusal the client was told of).
+/// connection ends here (a cancel request, or a refusal the client was told of, counted
+/// on `cluster` when there is one).
 pub(crate) async fn login(
     state: &State,
     conn: &mut ClientConn,
     topology: &Topology,
+    cluster: Option<&ClusterState>,
     admit: impl FnOnce(&StartupParams) -> Result<(), ClientError>,
 ) -> Option<(StartupParams, Credentials)> {
     let general = &topology.config.general;
@@ -190,21 +197,26 @@ pub(crate) async fn login(
     match tokio::time::timeout(general.client_login_timeout, steps).await {
         Ok(Ok(login)) => login,
         Ok(Err(e)) => {
-            refuse(conn, e).await;
+            refuse(conn, e, cluster).await;
             None
         }
         Err(_) => {
             let e = ClientError::fatal(sqlstate::PROTOCOL_VIOLATION, "client_login_timeout");
-            refuse(conn, e).await;
+            refuse(conn, e, cluster).await;
             None
         }
     }
 }
 
-async fn refuse(conn: &mut ClientConn, e: ClientError) {
+async fn refuse(conn: &mut ClientConn, e: ClientError, cluster: Option<&ClusterState>) {
     match &e {
         ClientError::Io(_) => debug!(error = %e, "client left during login"),
-        _ => info!(code = e.code(), error = %e, "client refused"),
+        _ => {
+            info!(code = e.code(), error = %e, "client refused");
+            if let Some(c) = cluster {
+                c.count_error(e.code());
+            }
+        }
     }
     conn.send_error(&e).await;
 }

@@ -172,6 +172,7 @@ pub async fn run(
                     sqlstate::CONNECTION_FAILURE,
                     &text,
                 );
+                cluster.count_error(sqlstate::CONNECTION_FAILURE);
                 for _ in 0..result.unanswered {
                     msg::ready_for_query(&mut conn.out, b'I');
                 }

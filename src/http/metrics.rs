@@ -44,6 +44,12 @@ struct MemberStateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    cluster: String,
+    sqlstate: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     cluster: String,
     member: String,
@@ -110,7 +116,26 @@ fn registry(state: &State, topology: &Topology) -> Registry {
     endpoints(&mut r, topology);
     member_metrics(&mut r, topology);
     pools(&mut r, topology);
+    errors(&mut r, topology);
     r
+}
+
+fn errors(r: &mut Registry, topology: &Topology) {
+    let sent = Family::<ErrorLabels, Counter>::default();
+    for cluster in &topology.clusters {
+        for (sqlstate, n) in cluster.errors() {
+            let labels = ErrorLabels {
+                cluster: cluster.name.clone(),
+                sqlstate,
+            };
+            sent.get_or_create(&labels).inc_by(n);
+        }
+    }
+    r.register(
+        "pgfleet_client_errors",
+        "ErrorResponses pgfleet itself sent clients (refusals, timeouts, lost servers), by SQLSTATE",
+        sent,
+    );
 }
 
 fn endpoints(r: &mut Registry, topology: &Topology) {
