@@ -6,13 +6,6 @@ use std::time::Duration;
 
 use common::*;
 
-async fn backend_pid(c: &tokio_postgres::Client) -> i32 {
-    c.query_one("select pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 async fn app_backends(s: &Setup, node: usize) -> usize {
     let sql = "select count(*) from pg_stat_activity where usename = 'app'";
     blocking(|| s.cluster.psql(node, sql))

@@ -7,7 +7,7 @@ use tracing::info;
 
 use crate::cancel::{CancelSlot, CancelTarget, TargetScope};
 use crate::clients::{ClientInfo, ClientState};
-use crate::cluster::{ClusterState, EndpointState};
+use crate::cluster::{ClusterState, EndpointState, SessionSlot};
 use crate::config::{self, PoolMode};
 use crate::pool::{Credentials, PooledConn, Release};
 use crate::protocol::backend as msg;
@@ -65,19 +65,8 @@ async fn session_mode(
     conn: &mut ClientConn,
     client: &Client<'_>,
 ) -> Result<PumpEnd, ClientError> {
-    let database = &client.params.database;
     let mut pools = PoolCache::default();
-    client.info.set(ClientState::Waiting, None);
-    let (slot, mut server) = acquire(
-        cluster,
-        endpoint,
-        database,
-        client.cred,
-        conn.max_message,
-        &mut pools,
-    )
-    .await?;
-    client.info.set(ClientState::Active, Some(slot.node.index));
+    let (slot, mut server) = checkout(cluster, endpoint, conn, client, &mut pools).await?;
     if client.log {
         info!(node = %slot.node.addr, server_pid = server.backend_pid, "client connected");
     }
@@ -102,6 +91,23 @@ async fn session_mode(
         drop(target);
         return pump_end(result.end, &server);
     }
+}
+
+/// A member and a server connection for the client's session or transaction, with the
+/// client shown as waiting, then active on that member.
+pub async fn checkout(
+    cluster: &ClusterState,
+    endpoint: &EndpointState,
+    conn: &ClientConn,
+    client: &Client<'_>,
+    pools: &mut PoolCache,
+) -> Result<(SessionSlot, PooledConn), ClientError> {
+    client.info.set(ClientState::Waiting, None);
+    let database = &client.params.database;
+    let (cred, max) = (client.cred, conn.max_message);
+    let (slot, server) = acquire(cluster, endpoint, database, cred, max, pools).await?;
+    client.info.set(ClientState::Active, Some(slot.node.index));
+    Ok((slot, server))
 }
 
 /// The pump settings of a cluster's pool.

@@ -22,7 +22,7 @@ use super::error::ClientError;
 use super::prepared::ClientStatements;
 use super::pump::{pump, PumpEnd};
 use super::session::{
-    greet, options, pump_end, report_changes, run_on_server, set_cancel_target, Client,
+    checkout, greet, options, pump_end, report_changes, run_on_server, set_cancel_target, Client,
 };
 use super::settings::{ClientSettings, SqlCommand};
 
@@ -92,17 +92,7 @@ pub async fn run(
             Next::Terminate => return Ok(PumpEnd::ClientTerminated),
             Next::Closed => return Ok(PumpEnd::ClientClosed),
         }
-        client.info.set(ClientState::Waiting, None);
-        let (slot, mut server) = acquire(
-            cluster,
-            endpoint,
-            database,
-            client.cred,
-            conn.max_message,
-            &mut pools,
-        )
-        .await?;
-        client.info.set(ClientState::Active, Some(slot.node.index));
+        let (_slot, mut server) = checkout(cluster, endpoint, conn, client, &mut pools).await?;
         if let Some(sql) = settings.sync_sql(&server) {
             let before = server.params.clone();
             run_on_server(conn, &mut server, &sql).await?;

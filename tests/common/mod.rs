@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod dnsmasq;
+pub mod http;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -307,4 +308,12 @@ pub async fn commits_during(cluster: &TestCluster, period: Duration) -> Vec<i64>
     tokio::time::sleep(period).await;
     let after = blocking(commits);
     after.iter().zip(&before).map(|(a, b)| a - b).collect()
+}
+
+/// The pid of the server backend the client's session or transaction runs on.
+pub async fn backend_pid(c: &tokio_postgres::Client) -> i32 {
+    c.query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
 }
