@@ -15,6 +15,7 @@ pub mod fleet;
 pub mod frontend;
 pub mod harness;
 pub mod http;
+pub mod listen;
 pub mod pool;
 pub mod protocol;
 pub mod state;

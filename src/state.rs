@@ -1,6 +1,7 @@
 //! The one shared state every task gets: configuration and topology behind one
 //! `ArcSwap`, plus process-wide registries.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use crate::cancel::CancelRegistry;
 use crate::clients::ClientRegistry;
 use crate::cluster::ClusterState;
 use crate::config::Config;
+use crate::listen::Listeners;
 
 /// Configuration and topology as one consistent snapshot.
 #[derive(Debug)]
@@ -38,10 +40,16 @@ pub struct State {
     pub derived: DerivedSecrets,
     /// Set to true to stop every listener and background task.
     pub stop: watch::Sender<bool>,
+    /// Set to true to stop accepting clients while the connected ones go on.
+    pub closing: watch::Sender<bool>,
+    /// Every listening socket.
+    pub listeners: Listeners,
+    /// Where the configuration was loaded from (a file or a directory).
+    pub config_path: PathBuf,
 }
 
 impl State {
-    pub fn new(topology: Topology) -> State {
+    pub fn new(topology: Topology, config_path: PathBuf, listeners: Listeners) -> State {
         let max = topology.config.general.max_client_conn;
         State {
             current: ArcSwap::from_pointee(topology),
@@ -52,6 +60,9 @@ impl State {
             mock_key: rand::random(),
             derived: DerivedSecrets::default(),
             stop: watch::channel(false).0,
+            closing: watch::channel(false).0,
+            listeners,
+            config_path,
         }
     }
 

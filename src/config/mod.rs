@@ -36,6 +36,8 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub config: Config,
+    /// The path it was loaded from (a file or a directory), read again on reload.
+    pub path: PathBuf,
     /// The file `[general]` came from (or the single file).
     pub general_file: PathBuf,
     /// The file each cluster came from.
@@ -68,6 +70,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     };
     let mut merged = Loaded {
         config: Config::default(),
+        path: path.to_path_buf(),
         general_file: files[0].clone(),
         cluster_files: BTreeMap::new(),
     };

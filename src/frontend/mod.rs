@@ -48,17 +48,23 @@ pub async fn serve_endpoint(
     .await;
 }
 
-/// Accepts connections on `listener` until pgfleet stops, handing each to `accepted`.
+/// Accepts connections on `listener` until pgfleet stops or stops accepting
+/// (`State::closing`), handing each to `accepted`.
 pub(crate) async fn accept_loop(
     state: &State,
     listener: &TcpListener,
     mut accepted: impl FnMut(TcpStream, SocketAddr),
 ) {
     let mut stop = state.stop.subscribe();
+    let mut closing = state.closing.subscribe();
     loop {
+        if *stop.borrow() || *closing.borrow() {
+            return;
+        }
         let next = tokio::select! {
             a = listener.accept() => a,
-            _ = stop.changed() => return,
+            _ = stop.changed() => continue,
+            _ = closing.changed() => continue,
         };
         match next {
             Ok((stream, peer)) => accepted(stream, peer),
