@@ -239,7 +239,7 @@ mod tests {
         assert!(r.lookup(7, 42).is_none());
         let gate = Arc::new(CancelGate::default());
         slot.set(Some(CancelTarget {
-            node: Arc::new(Node::new(0, "127.0.0.1:5432".into(), 1)),
+            node: Arc::new(Node::new(0, "127.0.0.1:5432".into())),
             pid: 100,
             key: 5,
             gate: gate.clone(),

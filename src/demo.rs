@@ -157,9 +157,9 @@ pub fn figures(fleet: &Fleet, last: &mut HashMap<String, (u64, Instant)>) -> Str
                 None => 0.0,
             };
             let sessions: Vec<String> = cluster
-                .endpoints
+                .endpoints()
                 .iter()
-                .map(|e| format!("{}={}", e.name, node.sessions(e.index)))
+                .map(|e| format!("{}={}", e.name, node.sessions(e.slot)))
                 .collect();
             let _ = writeln!(
                 out,

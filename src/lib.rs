@@ -7,6 +7,7 @@ pub mod admin;
 pub mod auth;
 pub mod balance;
 pub mod cancel;
+pub mod capacity;
 pub mod clients;
 pub mod cluster;
 pub mod config;

@@ -97,7 +97,11 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
                 _ = term.recv() => tracing::info!("SIGTERM: stopping"),
                 _ = hup.recv() => {
-                    tracing::warn!("SIGHUP: this version does not reload its configuration; restart pgfleet to apply a new one");
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    pgfleet::systemd::notify("RELOADING=1");
+                    // Logged inside; an invalid configuration leaves the running one.
+                    let _ = pgfleet::fleet::reload(&fleet.state).await;
+                    pgfleet::systemd::notify("READY=1");
                     continue;
                 }
             }

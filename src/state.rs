@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::auth::{DerivedSecrets, Userlist};
 use crate::cancel::CancelRegistry;
+use crate::capacity::Capacity;
 use crate::clients::ClientRegistry;
 use crate::cluster::ClusterState;
 use crate::config::Config;
@@ -32,7 +33,9 @@ pub struct State {
     /// Every logged-in client, for the admin console.
     pub clients: ClientRegistry,
     /// `max_client_conn` permits, one per connected client.
-    pub client_slots: Arc<Semaphore>,
+    pub client_slots: Capacity,
+    /// Reloads of the configuration, serialized, and their counts.
+    pub reloads: Reloads,
     next_client_id: AtomicU32,
     /// Salt for the mock SCRAM exchange given to unknown users.
     pub mock_key: [u8; 32],
@@ -55,7 +58,8 @@ impl State {
             current: ArcSwap::from_pointee(topology),
             cancels: CancelRegistry::default(),
             clients: ClientRegistry::default(),
-            client_slots: Arc::new(Semaphore::new(max)),
+            client_slots: Capacity::new(max),
+            reloads: Reloads::default(),
             next_client_id: AtomicU32::new(1),
             mock_key: rand::random(),
             derived: DerivedSecrets::default(),
@@ -75,4 +79,15 @@ impl State {
             }
         }
     }
+}
+
+/// Reloads of the configuration: one at a time, counted for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Reloads {
+    /// Held while a reload runs.
+    pub running: tokio::sync::Mutex<()>,
+    /// Reloads applied.
+    pub applied: std::sync::atomic::AtomicU64,
+    /// Reloads refused (the configuration or auth file was invalid).
+    pub refused: std::sync::atomic::AtomicU64,
 }

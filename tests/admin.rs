@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
@@ -11,16 +10,6 @@ const ADMIN: &str =
     "admin_listen = \"127.0.0.1:0\"\nadmin_users = [\"app\"]\nstats_users = [\"pgcheck\"]";
 
 /// psql against the console: (ok, output with `|` between columns).
-fn console(addr: SocketAddr, user: &str, password: &str, sql: &str) -> (bool, String) {
-    run(std::process::Command::new("psql")
-        .args(["-X", "-A", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
-        .arg(addr.ip().to_string())
-        .arg("-p")
-        .arg(addr.port().to_string())
-        .args(["-U", user, "-d", "pgfleet", "-c", sql])
-        .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "20"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn show_backends_lists_each_member_with_role_health_and_load() {

@@ -163,7 +163,8 @@ async fn scrape(http: SocketAddr) -> Vec<(&'static str, Vec<Sample>)> {
     for (format, body) in [("text", &plain.body), ("openmetrics", &open.body)] {
         let m = parse_metrics(body, format);
         assert_eq!(kind(&m, "pgfleet_pool_transactions_total").0, "counter");
-        assert_eq!(kind(&m, "pgfleet_pool_wait_seconds_total").0, "counter");
+        assert_eq!(kind(&m, "pgfleet_pool_wait_seconds_count").0, "histogram");
+        assert_eq!(kind(&m, "pgfleet_reloads_total").0, "counter");
         assert_eq!(kind(&m, "pgfleet_member_up").0, "gauge");
         if format == "openmetrics" {
             assert_eq!(kind(&m, "pgfleet_member_lag_seconds"), ("gauge", "seconds"));
@@ -265,7 +266,7 @@ async fn metrics_show_clients_members_and_pools_to_prometheus_parsers() {
     drop((writer, reader));
     let fleet = &s.fleet;
     wait_for("both clients gone", Duration::from_secs(5), || {
-        fleet.state.client_slots.available_permits() == 10000
+        fleet.state.client_slots.in_use() == 0
     })
     .await;
     for (format, m) in scrape(http).await {
@@ -277,8 +278,21 @@ async fn metrics_show_clients_members_and_pools_to_prometheus_parsers() {
             assert!(xacts >= n && queries >= n, "{addr}: {xacts} {queries}");
             assert!(pool_value(&m, "pgfleet_pool_received_bytes_total", addr, &[]) > 0.0);
             assert!(pool_value(&m, "pgfleet_pool_sent_bytes_total", addr, &[]) > 0.0);
-            let wait = pool_value(&m, "pgfleet_pool_wait_seconds_total", addr, &[]);
+            let wait = pool_value(&m, "pgfleet_pool_wait_seconds_sum", addr, &[]);
             assert!((0.0..10.0).contains(&wait), "wait {wait}");
+            // Every checkout is in the histogram, in the +Inf bucket at least.
+            let checkouts = pool_value(&m, "pgfleet_pool_checkouts_total", addr, &[]);
+            let count = pool_value(&m, "pgfleet_pool_wait_seconds_count", addr, &[]);
+            let inf = pool_value(
+                &m,
+                "pgfleet_pool_wait_seconds_bucket",
+                addr,
+                &[("le", "+Inf")],
+            );
+            assert!(
+                checkouts >= 1.0 && count == checkouts && inf == count,
+                "{checkouts} {count} {inf}"
+            );
             let conns = "pgfleet_pool_server_connections";
             assert_eq!(pool_value(&m, conns, addr, &[("state", "active")]), 0.0);
             assert_eq!(pool_value(&m, conns, addr, &[("state", "idle")]), 1.0);

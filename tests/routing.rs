@@ -54,12 +54,7 @@ async fn leastconn_spreads_32_sessions_evenly() {
     );
     // pgfleet's own count agrees with the servers'.
     let main = s.main();
-    let reader = main
-        .endpoints
-        .iter()
-        .find(|e| e.name == "reader")
-        .unwrap()
-        .index;
+    let reader = main.endpoint("reader").unwrap().slot;
     let counted: usize = main.nodes().iter().map(|n| n.sessions(reader)).sum();
     assert_eq!(counted, 32);
 }

@@ -21,6 +21,7 @@ pub fn table(topology: &Topology) -> Table {
             "server_conns",
         ],
         rows: Vec::new(),
+        notices: Vec::new(),
     };
     for cluster in &topology.clusters {
         let draining = cluster.draining();
@@ -30,7 +31,7 @@ pub fn table(topology: &Topology) -> Table {
             t.rows.push(vec![
                 Some(cluster.name.clone()),
                 Some(node.addr.clone()),
-                Some(cluster.config.discovery.as_str().to_owned()),
+                Some(cluster.config().discovery.as_str().to_owned()),
                 Some(node.role().as_str().to_owned()),
                 Some(node.health().as_str().to_owned()),
                 Some(state.to_owned()),

@@ -21,22 +21,22 @@ pub fn table(topology: &Topology) -> Table {
         "paused",
     ]);
     for cluster in &topology.clusters {
-        let pool = &cluster.config.pool;
+        let pool = &cluster.config().pool;
         let nodes = cluster.nodes();
-        for ep in &cluster.endpoints {
-            let in_use: usize = nodes.iter().map(|n| n.sessions(ep.index)).sum();
+        for ep in cluster.endpoints().iter() {
+            let in_use: usize = nodes.iter().map(|n| n.sessions(ep.slot)).sum();
             let fits = nodes
                 .iter()
-                .filter(|n| cluster.fits(n, ep.config.role))
+                .filter(|n| cluster.fits(n, ep.config().role))
                 .count();
             let lower = |v: String| v.to_lowercase();
             t.push([
                 format!("{}.{}", cluster.name, ep.name),
-                ep.config.listen.ip().to_string(),
-                ep.config.listen.port().to_string(),
-                lower(format!("{:?}", ep.config.role)),
-                lower(format!("{:?}", ep.config.balance)),
-                lower(format!("{:?}", ep.config.fallback)),
+                ep.config().listen.ip().to_string(),
+                ep.config().listen.port().to_string(),
+                lower(format!("{:?}", ep.config().role)),
+                lower(format!("{:?}", ep.config().balance)),
+                lower(format!("{:?}", ep.config().fallback)),
                 pool.default_pool_size.to_string(),
                 pool.min_pool_size.to_string(),
                 lower(format!("{:?}", pool.pool_mode)),

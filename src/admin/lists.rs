@@ -5,11 +5,10 @@ use crate::state::State;
 
 pub fn table(state: &State) -> Table {
     let topology = state.current.load();
-    let max = topology.config.general.max_client_conn;
-    let used_clients = max.saturating_sub(state.client_slots.available_permits());
+    let used_clients = state.client_slots.in_use();
     let (mut pools, mut idle, mut active, mut members, mut endpoints) = (0, 0, 0, 0, 0);
     for cluster in &topology.clusters {
-        endpoints += cluster.endpoints.len();
+        endpoints += cluster.endpoints().len();
         members += cluster.nodes().len();
         for pool in cluster.pools.all() {
             pools += 1;

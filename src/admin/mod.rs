@@ -38,6 +38,8 @@ pub fn time_text(t: std::time::SystemTime) -> String {
 pub struct Table {
     pub columns: Vec<&'static str>,
     pub rows: Vec<Vec<Option<String>>>,
+    /// Sent as NoticeResponses before the result.
+    pub notices: Vec<String>,
 }
 
 impl Table {
@@ -46,6 +48,7 @@ impl Table {
         Table {
             columns: columns.to_vec(),
             rows: Vec::new(),
+            notices: Vec::new(),
         }
     }
 
@@ -55,6 +58,9 @@ impl Table {
     }
 
     fn write(&self, conn: &mut ClientConn, tag: &str) {
+        for notice in &self.notices {
+            msg::notice_response(&mut conn.out, notice);
+        }
         if self.columns.is_empty() {
             // A command with no result set: CommandComplete alone.
             msg::command_complete(&mut conn.out, tag);
@@ -149,7 +155,11 @@ async fn handle(state: Arc<State>, stream: TcpStream) {
 }
 
 /// Answers simple queries until the client leaves.
-async fn commands(state: &State, conn: &mut ClientConn, access: Access) -> Result<(), ClientError> {
+async fn commands(
+    state: &Arc<State>,
+    conn: &mut ClientConn,
+    access: Access,
+) -> Result<(), ClientError> {
     loop {
         let message = conn.read_message().await?;
         match message[0] {
@@ -172,7 +182,7 @@ async fn commands(state: &State, conn: &mut ClientConn, access: Access) -> Resul
 
 /// Runs one query (it may hold several commands, separated by `;`); stops at the first
 /// that fails, as PostgreSQL does.
-async fn run(state: &State, conn: &mut ClientConn, access: Access, sql: &str) {
+async fn run(state: &Arc<State>, conn: &mut ClientConn, access: Access, sql: &str) {
     let statements: Vec<&str> = sql
         .split(';')
         .map(str::trim)
@@ -196,7 +206,7 @@ async fn run(state: &State, conn: &mut ClientConn, access: Access, sql: &str) {
 
 /// The answer to one command, or (SQLSTATE, message).
 async fn command(
-    state: &State,
+    state: &Arc<State>,
     access: Access,
     statement: &str,
 ) -> Result<(Table, &'static str), (&'static str, String)> {
@@ -239,6 +249,21 @@ async fn command(
             pause::resume(&topology, raw.get(1).copied())?;
             Ok((Table::default(), "RESUME"))
         }
+        ["RELOAD"] => match crate::fleet::reload(state).await {
+            Ok(reloaded) => {
+                let mut notices = reloaded.changes;
+                notices.extend(reloaded.warnings);
+                let table = Table {
+                    notices,
+                    ..Table::default()
+                };
+                Ok((table, "RELOAD"))
+            }
+            Err(e) => Err((
+                sqlstate::CONFIG_FILE_ERROR,
+                format!("configuration not reloaded, the running one stays: {e:#}"),
+            )),
+        },
         ["SHUTDOWN"] => {
             info!("SHUTDOWN from the admin console: stopping");
             state.stop.send_replace(true);
@@ -251,7 +276,7 @@ async fn command(
         }
         _ => Err((
             sqlstate::SYNTAX_ERROR,
-            format!("unknown command \"{statement}\"; the commands are SHOW BACKENDS|POOLS|STATS|SERVERS|CLIENTS|DATABASES|LISTS|CONFIG|VERSION, DISABLE <member>, ENABLE <member>, PAUSE [cluster], RESUME [cluster], KILL_CLIENT <id>, SHUTDOWN"),
+            format!("unknown command \"{statement}\"; the commands are SHOW BACKENDS|POOLS|STATS|SERVERS|CLIENTS|DATABASES|LISTS|CONFIG|VERSION, DISABLE <member>, ENABLE <member>, PAUSE [cluster], RESUME [cluster], KILL_CLIENT <id>, RELOAD, SHUTDOWN"),
         )),
     }
 }

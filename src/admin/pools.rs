@@ -33,8 +33,8 @@ pub fn table(topology: &Topology) -> Table {
                 active.to_string(),
                 idle.to_string(),
                 login.to_string(),
-                pool.config.default_pool_size.to_string(),
-                format!("{:?}", pool.config.pool_mode).to_lowercase(),
+                pool.config().default_pool_size.to_string(),
+                format!("{:?}", pool.key.mode).to_lowercase(),
             ]);
         }
     }

@@ -10,5 +10,6 @@ pub fn table() -> Table {
     Table {
         columns: vec!["version"],
         rows: vec![vec![Some(format!("pgfleet {}", env!("CARGO_PKG_VERSION")))]],
+        notices: Vec::new(),
     }
 }

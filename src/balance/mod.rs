@@ -19,7 +19,7 @@ use crate::config::{Balance, Fallback, Role};
 /// fits.
 pub fn pick(cluster: &ClusterState, endpoint: &EndpointState) -> Option<Arc<Node>> {
     let chosen = choose(cluster, endpoint);
-    match (chosen, endpoint.config.role, endpoint.config.fallback) {
+    match (chosen, endpoint.config().role, endpoint.config().fallback) {
         (None, Role::Replica, Fallback::Primary) => cluster.writer(),
         (chosen, _, _) => chosen,
     }
@@ -27,12 +27,12 @@ pub fn pick(cluster: &ClusterState, endpoint: &EndpointState) -> Option<Arc<Node
 
 /// `pick` among the nodes that fit the endpoint's role.
 fn choose(cluster: &ClusterState, endpoint: &EndpointState) -> Option<Arc<Node>> {
-    let role = endpoint.config.role;
+    let role = endpoint.config().role;
     let nodes = cluster.nodes();
     let fitting = || nodes.iter().filter(move |n| cluster.fits(n, role));
-    let chosen = match endpoint.config.balance {
+    let chosen = match endpoint.config().balance {
         Balance::Leastconn => {
-            let load = |n: &Node| (n.sessions(endpoint.index), n.total_sessions());
+            let load = |n: &Node| (n.sessions(endpoint.slot), n.total_sessions());
             let (mut best, mut ties) = (None, 0usize);
             for node in fitting() {
                 let l = load(node);
@@ -104,8 +104,8 @@ role = "any"
         c
     }
 
-    fn endpoint<'a>(c: &'a ClusterState, name: &str) -> &'a EndpointState {
-        c.endpoints.iter().find(|e| e.name == name).unwrap()
+    fn endpoint(c: &ClusterState, name: &str) -> Arc<EndpointState> {
+        c.endpoint(name).unwrap()
     }
 
     #[test]
@@ -114,20 +114,20 @@ role = "any"
         let reader = endpoint(&c, "reader");
         let mut held = Vec::new();
         for _ in 0..10 {
-            let node = pick(&c, reader).unwrap();
+            let node = pick(&c, &reader).unwrap();
             assert_eq!(node.role(), NodeRole::Replica);
-            held.push(SessionSlot::new(node, reader.index));
+            held.push(SessionSlot::new(node, reader.slot));
         }
-        assert_eq!(c.nodes()[1].sessions(reader.index), 5);
-        assert_eq!(c.nodes()[2].sessions(reader.index), 5);
+        assert_eq!(c.nodes()[1].sessions(reader.slot), 5);
+        assert_eq!(c.nodes()[2].sessions(reader.slot), 5);
         // Free three on node 1: the next three go there.
         for _ in 0..3 {
             let at = held.iter().position(|s| s.node.index == 1).unwrap();
             held.swap_remove(at);
         }
         for _ in 0..3 {
-            assert_eq!(pick(&c, reader).map(|n| n.index), Some(1));
-            held.push(SessionSlot::new(c.nodes()[1].clone(), reader.index));
+            assert_eq!(pick(&c, &reader).map(|n| n.index), Some(1));
+            held.push(SessionSlot::new(c.nodes()[1].clone(), reader.slot));
         }
     }
 
@@ -138,7 +138,7 @@ role = "any"
         let reader = endpoint(&c, "reader");
         let mut seen = HashMap::new();
         for _ in 0..300 {
-            *seen.entry(pick(&c, reader).unwrap().index).or_insert(0) += 1;
+            *seen.entry(pick(&c, &reader).unwrap().index).or_insert(0) += 1;
         }
         assert_eq!(seen, HashMap::from([(1, 150), (2, 150)]));
     }
@@ -148,10 +148,10 @@ role = "any"
         let c = cluster("leastconn");
         let (reader, any) = (endpoint(&c, "reader"), endpoint(&c, "any"));
         let _held: Vec<SessionSlot> = (0..3)
-            .map(|_| SessionSlot::new(c.nodes()[1].clone(), any.index))
+            .map(|_| SessionSlot::new(c.nodes()[1].clone(), any.slot))
             .collect();
         for _ in 0..4 {
-            assert_eq!(pick(&c, reader).map(|n| n.index), Some(2));
+            assert_eq!(pick(&c, &reader).map(|n| n.index), Some(2));
         }
     }
 
@@ -160,24 +160,24 @@ role = "any"
         let c = cluster("roundrobin");
         let (reader, writer) = (endpoint(&c, "reader"), endpoint(&c, "writer"));
         for _ in 0..6 {
-            assert_eq!(pick(&c, writer).map(|n| n.index), Some(0));
-            assert_ne!(pick(&c, reader).map(|n| n.index), Some(0));
+            assert_eq!(pick(&c, &writer).map(|n| n.index), Some(0));
+            assert_ne!(pick(&c, &reader).map(|n| n.index), Some(0));
         }
         c.nodes()[1].set_health(Health::Down);
-        assert_eq!(pick(&c, reader).map(|n| n.index), Some(2));
+        assert_eq!(pick(&c, &reader).map(|n| n.index), Some(2));
         c.nodes()[2].set_lagging(true);
-        assert!(pick(&c, reader).is_none(), "a replica past max_lag is out");
+        assert!(pick(&c, &reader).is_none(), "a replica past max_lag is out");
         // Node 2 is promoted while node 0 still runs out of recovery: the writer moves,
         // and does not go back to node 0 while node 2 is down.
         c.nodes()[2].set_role(NodeRole::Primary);
         c.nodes()[2].set_primary_since(c.next_promotion());
         c.observe_primary(&c.nodes()[2], 2);
-        assert_eq!(pick(&c, writer).map(|n| n.index), Some(2));
+        assert_eq!(pick(&c, &writer).map(|n| n.index), Some(2));
         c.nodes()[2].set_health(Health::Down);
-        assert!(pick(&c, writer).is_none());
+        assert!(pick(&c, &writer).is_none());
         let any = endpoint(&c, "any");
         assert!(
-            pick(&c, any).is_none(),
+            pick(&c, &any).is_none(),
             "the fenced old primary takes no session"
         );
     }
@@ -189,7 +189,7 @@ role = "any"
             let reader = endpoint(&c, "reader");
             let mut seen = HashMap::new();
             for _ in 0..200 {
-                *seen.entry(pick(&c, reader).unwrap().index).or_insert(0) += 1;
+                *seen.entry(pick(&c, &reader).unwrap().index).or_insert(0) += 1;
             }
             assert_eq!(seen.len(), 2, "{balance}: {seen:?}");
             assert!(seen.values().all(|&n| n > 70), "{balance}: {seen:?}");

@@ -52,39 +52,45 @@ enum Probe {
     Failed(String),
 }
 
-/// Starts the checker of `node` until it is removed or pgfleet stops. `password` is the
-/// health user's. A node that is `joining` (added to a running cluster) serves after
-/// `rise` passed checks; one known from the start serves after its first.
+/// Starts the checker of `node` until it is removed or pgfleet stops. A node that is
+/// `joining` (added to a running cluster) serves after `rise` passed checks; one known
+/// from the start serves after its first. Each check uses the cluster's settings and
+/// health user's password as they are then (a reload may change them).
 pub fn spawn(
     cluster: Arc<ClusterState>,
     node: Arc<Node>,
-    password: Option<String>,
     stop: watch::Receiver<bool>,
     joining: bool,
 ) {
-    tokio::spawn(check_loop(cluster, node, password, stop, joining));
+    if node.claim_checker() {
+        tokio::spawn(check_loop(cluster, node, stop, joining));
+    }
 }
 
 async fn check_loop(
     cluster: Arc<ClusterState>,
     node: Arc<Node>,
-    password: Option<String>,
     mut stop: watch::Receiver<bool>,
     joining: bool,
 ) {
-    let c = &cluster.config;
-    let Some(pg) = pg_config(&node.addr, &c.health_user, &c.health_database, password) else {
-        warn!(cluster = %cluster.name, node = %node.addr, "cannot parse the node address; not checked");
-        return;
-    };
     let mut streak = HealthStreak {
         joining,
         ..HealthStreak::default()
     };
     loop {
         if node.removed() {
-            return;
+            node.release_checker();
+            // Listed again meanwhile, with no other checker started: go on.
+            if node.removed() || !node.claim_checker() {
+                return;
+            }
         }
+        let c = cluster.config();
+        let password = cluster.health_password();
+        let Some(pg) = pg_config(&node.addr, &c.health_user, &c.health_database, password) else {
+            warn!(cluster = %cluster.name, node = %node.addr, "cannot parse the node address; not checked");
+            return;
+        };
         let started = Instant::now();
         let probe = probe(&node.addr, &pg, c.health_timeout).await;
         if streak.apply(&cluster, &node, probe) {
@@ -92,7 +98,10 @@ async fn check_loop(
         }
         tokio::select! {
             _ = sleep_until(started + c.health_interval) => {}
-            _ = stop.changed() => return,
+            _ = stop.changed() => {
+                node.release_checker();
+                return;
+            }
         }
     }
 }
@@ -175,7 +184,8 @@ struct HealthStreak {
 impl HealthStreak {
     /// Applies one check to the node; returns true when its health or role changed.
     fn apply(&mut self, cluster: &ClusterState, node: &Node, probe: Probe) -> bool {
-        let (name, rise, fall) = (&cluster.name, cluster.config.rise, cluster.config.fall);
+        let c = cluster.config();
+        let (name, rise, fall) = (&cluster.name, c.rise, c.fall);
         match probe {
             Probe::Ok {
                 in_recovery,
@@ -252,8 +262,9 @@ impl HealthStreak {
     /// reader set, one check within it brings it back. Returns true on a change.
     fn apply_lag(&mut self, cluster: &ClusterState, node: &Node, lag: Duration) -> bool {
         node.set_lag(lag);
-        let max_bytes = cluster.config.max_lag_bytes;
-        let late = lag > cluster.config.max_lag || (max_bytes > 0 && node.lag_bytes() > max_bytes);
+        let c = cluster.config();
+        let max_bytes = c.max_lag_bytes;
+        let late = lag > c.max_lag || (max_bytes > 0 && node.lag_bytes() > max_bytes);
         self.late = if late { self.late + 1 } else { 0 };
         let lagging = if late {
             self.late >= 2 || node.lagging()

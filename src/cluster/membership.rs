@@ -1,8 +1,9 @@
 //! Keeping a cluster's members as its discovery source says: polled every
-//! `discovery_interval`, the difference applied without touching the members that
-//! stay. A new member is health-checked and serves after `rise` passed checks; a
-//! removed one takes no new session, its running sessions finish, and after
-//! `drain_timeout` the last ones are ended.
+//! `discovery_interval` (and at once when a reload sets a new source), the difference
+//! applied without touching the members that stay. A new member is health-checked and
+//! serves after `rise` passed checks; a removed one takes no new session, its running
+//! sessions finish, and after `drain_timeout` the last ones are ended. When a reload
+//! removes the cluster, every member is removed that way.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,25 +13,14 @@ use tokio::time::{sleep, Instant};
 use tracing::{info, warn};
 
 use super::{health, ClusterState, Node};
-use crate::discovery::Source;
 
-/// Health-checks the cluster's members and follows its discovery source until
-/// pgfleet stops. `password` is the health user's.
-pub async fn run(
-    cluster: Arc<ClusterState>,
-    source: Arc<dyn Source>,
-    password: Option<String>,
-    mut stop: watch::Receiver<bool>,
-) {
+/// Health-checks the cluster's members and follows its discovery source
+/// (`ClusterState::source`) until pgfleet stops or the cluster is retired.
+pub async fn run(cluster: Arc<ClusterState>, mut stop: watch::Receiver<bool>) {
+    let mut sources = cluster.source.subscribe();
     let checks_stop = stop.clone();
     let check = |node: &Arc<Node>, joining: bool| {
-        health::spawn(
-            cluster.clone(),
-            node.clone(),
-            password.clone(),
-            checks_stop.clone(),
-            joining,
-        )
+        health::spawn(cluster.clone(), node.clone(), checks_stop.clone(), joining)
     };
     for node in cluster.nodes().iter() {
         check(node, false);
@@ -39,29 +29,45 @@ pub async fn run(
     // after their first passed check, as static members do.
     let mut starting = cluster.nodes().is_empty();
     loop {
-        match source.members().await {
-            Ok(members) => {
-                let (added, removed) = cluster.apply_members(members);
-                for node in &added {
-                    info!(cluster = %cluster.name, node = %node.addr, source = source.name(), "member added");
-                    check(node, !starting);
-                }
-                for node in removed {
-                    info!(cluster = %cluster.name, node = %node.addr, source = source.name(), "member removed: draining");
-                    tokio::spawn(drain(cluster.clone(), node, stop.clone()));
-                }
-                starting = false;
+        if cluster.retired() {
+            for node in cluster.apply_members(Vec::new()).removed {
+                info!(cluster = %cluster.name, node = %node.addr, "cluster removed: draining its member");
+                tokio::spawn(drain(cluster.clone(), node, stop.clone()));
             }
-            Err(e) => {
-                warn!(cluster = %cluster.name, source = source.name(), error = %format!("{e:#}"), "discovery failed; members kept as they are");
-            }
-        }
-        if source.name() == "static" {
-            // The list only changes with the configuration.
             return;
         }
+        let source = sources.borrow_and_update().clone();
+        let mut polls = false;
+        if let Some(source) = &source {
+            match source.members().await {
+                Ok(members) => {
+                    let changes = cluster.apply_members(members);
+                    for node in &changes.added {
+                        info!(cluster = %cluster.name, node = %node.addr, source = source.name(), "member added");
+                        check(node, !starting);
+                    }
+                    for node in &changes.revived {
+                        info!(cluster = %cluster.name, node = %node.addr, source = source.name(), "member listed again while draining: serving on");
+                        check(node, false);
+                    }
+                    for node in changes.removed {
+                        info!(cluster = %cluster.name, node = %node.addr, source = source.name(), "member removed: draining");
+                        tokio::spawn(drain(cluster.clone(), node, stop.clone()));
+                    }
+                    starting = false;
+                }
+                Err(e) => {
+                    warn!(cluster = %cluster.name, source = source.name(), error = %format!("{e:#}"), "discovery failed; members kept as they are");
+                }
+            }
+            // A static list only changes with the configuration.
+            polls = source.name() != "static";
+        }
+        let interval = cluster.config().discovery_interval;
         tokio::select! {
-            _ = sleep(cluster.config.discovery_interval) => {}
+            _ = sleep(interval), if polls => {}
+            _ = sources.changed() => {}
+            _ = cluster.until_retired() => {}
             _ = stop.changed() => return,
         }
     }
@@ -70,8 +76,11 @@ pub async fn run(
 /// Waits for a removed member's sessions to end, at most `drain_timeout`, then shuts
 /// down its server connections still open and forgets its pools.
 async fn drain(cluster: Arc<ClusterState>, node: Arc<Node>, mut stop: watch::Receiver<bool>) {
-    let deadline = Instant::now() + cluster.config.drain_timeout;
+    let deadline = Instant::now() + cluster.config().drain_timeout;
     loop {
+        if !node.removed() {
+            return; // listed again
+        }
         cluster.pools.close_idle(node.index);
         if node.total_sessions() == 0 {
             break;
@@ -88,7 +97,9 @@ async fn drain(cluster: Arc<ClusterState>, node: Arc<Node>, mut stop: watch::Rec
             _ = stop.changed() => return,
         }
     }
+    if !cluster.drained(&node) {
+        return;
+    }
     cluster.pools.forget_node(node.index);
-    cluster.drained(&node);
     info!(cluster = %cluster.name, node = %node.addr, "member drained");
 }

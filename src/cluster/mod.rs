@@ -1,17 +1,21 @@
 //! The members of a cluster, their role, health and lag, and the endpoints in front.
 
+mod endpoint;
 pub mod health;
 pub mod membership;
 mod node;
+mod reconfigure;
 pub mod sockets;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use arc_swap::{ArcSwap, Guard};
-use tokio::sync::Notify;
+use arc_swap::{ArcSwap, ArcSwapOption, Guard};
+use tokio::sync::{watch, Notify};
 
+pub use endpoint::{EndpointState, Phase, MAX_ENDPOINTS};
 pub use node::{Health, Node, NodeRole};
+pub use reconfigure::SourceSlot;
 
 use crate::config::{self, Role};
 use crate::discovery::Member;
@@ -21,7 +25,14 @@ use crate::pool::PoolSet;
 #[derive(Debug)]
 pub struct ClusterState {
     pub name: String,
-    pub config: config::Cluster,
+    /// The cluster's settings, replaced in place on reload.
+    config: ArcSwap<config::Cluster>,
+    /// The health user's password (from `auth_file`, replaced on reload).
+    health_password: ArcSwapOption<String>,
+    /// The discovery source the membership runner polls (replaced on reload).
+    pub source: SourceSlot,
+    /// Set when a reload removes the cluster: its members drain, its tasks end.
+    retired: watch::Sender<bool>,
     /// The current members, in order of discovery (removed ones leave the list).
     members: ArcSwap<Vec<Arc<Node>>>,
     /// The next member's `Node::index`.
@@ -32,7 +43,9 @@ pub struct ClusterState {
     paused: std::sync::atomic::AtomicBool,
     /// ErrorResponses pgfleet sent this cluster's clients, by SQLSTATE.
     errors: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
-    pub endpoints: Vec<EndpointState>,
+    endpoints: ArcSwap<Vec<Arc<EndpointState>>>,
+    /// The session-counter slots the endpoints hold.
+    slots: Arc<endpoint::Slots>,
     pub pools: PoolSet,
     /// Woken whenever a node's health or role changes, so clients waiting for a node
     /// that fits re-check at once.
@@ -45,55 +58,83 @@ pub struct ClusterState {
     primary_lsn: AtomicU64,
 }
 
-/// An endpoint at run time.
-#[derive(Debug)]
-pub struct EndpointState {
-    /// Position in `ClusterState::endpoints`; indexes `Node` session counters.
-    pub index: usize,
-    pub name: String,
-    pub config: config::Endpoint,
-    /// Round-robin cursor, shared by `roundrobin` and the tie-break of `leastconn`.
-    pub cursor: AtomicUsize,
-}
-
 impl ClusterState {
+    /// The cluster as configured. Static members are known at once; other sources
+    /// fill the list when first polled. The configuration has at most
+    /// `MAX_ENDPOINTS` endpoints (validated on load).
     pub fn new(name: &str, config: &config::Cluster) -> ClusterState {
-        let endpoints: Vec<EndpointState> = config
+        let slots = Arc::new(endpoint::Slots::default());
+        let endpoints: Vec<Arc<EndpointState>> = config
             .endpoints
             .iter()
-            .enumerate()
-            .map(|(index, (name, e))| EndpointState {
-                index,
-                name: name.clone(),
-                config: e.clone(),
-                cursor: AtomicUsize::new(0),
+            .filter_map(|(name, e)| {
+                let slot = slots.take()?;
+                Some(Arc::new(EndpointState::new(slot, name, e, slots.clone())))
             })
             .collect();
-        // Static members are known at once; other sources fill the list when polled.
         let nodes: Vec<Arc<Node>> = match config.discovery {
             config::Discovery::Static => config
                 .hosts
                 .iter()
                 .enumerate()
-                .map(|(i, h)| Arc::new(Node::new(i, h.clone(), endpoints.len())))
+                .map(|(i, h)| Arc::new(Node::new(i, h.clone())))
                 .collect(),
             _ => Vec::new(),
         };
         ClusterState {
             name: name.to_owned(),
-            config: config.clone(),
+            config: ArcSwap::from_pointee(config.clone()),
+            health_password: ArcSwapOption::empty(),
+            source: SourceSlot::default(),
+            retired: watch::channel(false).0,
             next_index: AtomicUsize::new(nodes.len()),
             draining: std::sync::Mutex::default(),
             paused: std::sync::atomic::AtomicBool::new(false),
             errors: std::sync::Mutex::default(),
             members: ArcSwap::from_pointee(nodes),
-            endpoints,
+            endpoints: ArcSwap::from_pointee(endpoints),
+            slots,
             pools: PoolSet::default(),
             changed: Notify::new(),
             promotion_clock: AtomicU64::new(0),
             writer_timeline: AtomicU64::new(0),
             primary_lsn: AtomicU64::new(0),
         }
+    }
+
+    /// The cluster's settings now.
+    pub fn config(&self) -> Arc<config::Cluster> {
+        self.config.load_full()
+    }
+
+    /// The endpoints, open ones in configuration order (removed ones leave the list).
+    pub fn endpoints(&self) -> Guard<Arc<Vec<Arc<EndpointState>>>> {
+        self.endpoints.load()
+    }
+
+    /// The endpoint named `name`.
+    pub fn endpoint(&self, name: &str) -> Option<Arc<EndpointState>> {
+        self.endpoints().iter().find(|e| e.name == name).cloned()
+    }
+
+    /// The health user's password, if `auth_file` has it in plaintext.
+    pub fn health_password(&self) -> Option<String> {
+        self.health_password.load_full().map(|p| p.as_ref().clone())
+    }
+
+    pub fn set_health_password(&self, password: Option<String>) {
+        self.health_password.store(password.map(Arc::new));
+    }
+
+    /// Whether a reload removed the cluster.
+    pub fn retired(&self) -> bool {
+        *self.retired.borrow()
+    }
+
+    /// Resolves once a reload removes the cluster.
+    pub async fn until_retired(&self) {
+        let mut rx = self.retired.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
     }
 
     /// Whether `node` may take new sessions of an endpoint with `role`.
@@ -170,9 +211,15 @@ impl ClusterState {
         self.draining_list().clone()
     }
 
-    /// A drained member is forgotten.
-    pub(crate) fn drained(&self, node: &Node) {
-        self.draining_list().retain(|n| n.index != node.index);
+    /// Forgets a drained member, unless it was listed again meanwhile: returns
+    /// whether it was forgotten.
+    pub(crate) fn drained(&self, node: &Node) -> bool {
+        let mut draining = self.draining_list();
+        if !node.removed() {
+            return false;
+        }
+        draining.retain(|n| n.index != node.index);
+        true
     }
 
     fn draining_list(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Node>>> {
@@ -209,13 +256,15 @@ impl ClusterState {
     }
 
     /// Makes `members` the cluster's member list: members already known keep their
-    /// node (health, role, pools and connections untouched), new ones get a node that
+    /// node (health, role, pools and connections untouched), members removed but
+    /// still draining get theirs back (their sessions go on), new ones get a node that
     /// serves nobody until its health checks pass, and the others are removed (they
-    /// drain). Returns the nodes added and removed.
-    pub fn apply_members(&self, members: Vec<Member>) -> (Vec<Arc<Node>>, Vec<Arc<Node>>) {
+    /// drain).
+    pub fn apply_members(&self, members: Vec<Member>) -> MemberChanges {
         let current = self.members.load_full();
         let mut next: Vec<Arc<Node>> = Vec::with_capacity(members.len());
         let mut added = Vec::new();
+        let mut revived = Vec::new();
         for m in members {
             if next.iter().any(|n| n.addr == m.addr) {
                 continue;
@@ -225,13 +274,20 @@ impl ClusterState {
                     node.set_member(m);
                     next.push(node.clone());
                 }
-                None => {
-                    let index = self.next_index.fetch_add(1, Ordering::Relaxed);
-                    let node = Arc::new(Node::new(index, m.addr.clone(), self.endpoints.len()));
-                    node.set_member(m);
-                    added.push(node.clone());
-                    next.push(node);
-                }
+                None => match self.revive(&m.addr) {
+                    Some(node) => {
+                        node.set_member(m);
+                        revived.push(node.clone());
+                        next.push(node);
+                    }
+                    None => {
+                        let index = self.next_index.fetch_add(1, Ordering::Relaxed);
+                        let node = Arc::new(Node::new(index, m.addr.clone()));
+                        node.set_member(m);
+                        added.push(node.clone());
+                        next.push(node);
+                    }
+                },
             }
         }
         // Known members first, in their order; new ones after.
@@ -246,11 +302,24 @@ impl ClusterState {
             self.pools.close_idle(node.index);
         }
         self.draining_list().extend(removed.iter().cloned());
-        if !added.is_empty() || !removed.is_empty() {
+        if !added.is_empty() || !removed.is_empty() || !revived.is_empty() {
             self.members.store(Arc::new(next));
             self.changed.notify_waiters();
         }
-        (added, removed)
+        MemberChanges {
+            added,
+            removed,
+            revived,
+        }
+    }
+
+    /// Takes the draining node at `addr` back, if there is one.
+    fn revive(&self, addr: &str) -> Option<Arc<Node>> {
+        let mut draining = self.draining_list();
+        let i = draining.iter().position(|n| n.addr == addr)?;
+        let node = draining.swap_remove(i);
+        node.revive();
+        Some(node)
     }
 
     /// Records the timeline a primary writes on. A newer timeline than any seen before
@@ -288,6 +357,17 @@ impl ClusterState {
     }
 }
 
+/// What `ClusterState::apply_members` changed.
+#[derive(Debug, Default)]
+pub struct MemberChanges {
+    /// New members: each needs a health checker, and serves after its checks pass.
+    pub added: Vec<Arc<Node>>,
+    /// Members gone: each drains.
+    pub removed: Vec<Arc<Node>>,
+    /// Members listed again while still draining: back in service as they were.
+    pub revived: Vec<Arc<Node>>,
+}
+
 /// A session's place on a node, counted in the node's load until dropped.
 #[derive(Debug)]
 pub struct SessionSlot {
@@ -296,6 +376,7 @@ pub struct SessionSlot {
 }
 
 impl SessionSlot {
+    /// Counts a session of the endpoint in slot `endpoint` on `node`.
     pub fn new(node: Arc<Node>, endpoint: usize) -> SessionSlot {
         node.add_session(endpoint);
         SessionSlot { node, endpoint }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use super::sockets::Sockets;
+use super::MAX_ENDPOINTS;
 use crate::discovery::Member;
 
 /// What the last checks said about a node's role.
@@ -80,6 +81,8 @@ pub struct Node {
     member: ArcSwap<Member>,
     /// Removed from the cluster: takes no new sessions, drains the running ones.
     removed: AtomicBool,
+    /// A health checker runs for the node.
+    checking: AtomicBool,
     /// Taken out from the admin console (`DISABLE`): no new sessions until `ENABLE`.
     disabled: AtomicBool,
     /// Server sockets open to the node.
@@ -101,17 +104,20 @@ pub struct Node {
     /// When this node last became primary, on the cluster's promotion clock: of two
     /// nodes not in recovery, the later one is the writer.
     primary_since: AtomicU64,
-    /// Sessions in use through each endpoint of the cluster (by endpoint index).
-    sessions: Vec<AtomicUsize>,
+    /// Sessions in use through each endpoint of the cluster (by endpoint slot).
+    sessions: [AtomicUsize; MAX_ENDPOINTS],
+    /// Their sum.
+    total_sessions: AtomicUsize,
 }
 
 impl Node {
-    pub fn new(index: usize, addr: String, endpoints: usize) -> Node {
+    pub fn new(index: usize, addr: String) -> Node {
         Node {
             index,
             member: ArcSwap::from_pointee(Member::at(addr.clone())),
             addr,
             removed: AtomicBool::new(false),
+            checking: AtomicBool::new(false),
             disabled: AtomicBool::new(false),
             sockets: Arc::default(),
             health: AtomicU8::new(Health::Unknown as u8),
@@ -123,7 +129,8 @@ impl Node {
             orphaned: AtomicBool::new(false),
             timeline: AtomicU64::new(0),
             primary_since: AtomicU64::new(0),
-            sessions: (0..endpoints).map(|_| AtomicUsize::new(0)).collect(),
+            sessions: std::array::from_fn(|_| AtomicUsize::new(0)),
+            total_sessions: AtomicUsize::new(0),
         }
     }
 
@@ -147,6 +154,22 @@ impl Node {
     pub(crate) fn remove(&self) {
         self.removed.store(true, Ordering::Release);
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Brings a removed node back (listed again while still draining): its running
+    /// sessions go on, and its health and role are as last checked.
+    pub(crate) fn revive(&self) {
+        self.removed.store(false, Ordering::Release);
+    }
+
+    /// Whether the caller may start the node's health checker (none runs).
+    pub(crate) fn claim_checker(&self) -> bool {
+        !self.checking.swap(true, Ordering::AcqRel)
+    }
+
+    /// The health checker ends.
+    pub(crate) fn release_checker(&self) {
+        self.checking.store(false, Ordering::Release);
     }
 
     /// Whether the node was taken out from the admin console.
@@ -226,7 +249,7 @@ impl Node {
         self.primary_since.store(clock, Ordering::Release);
     }
 
-    /// Sessions in use on this node through endpoint `endpoint`.
+    /// Sessions in use on this node through the endpoint in slot `endpoint`.
     pub fn sessions(&self, endpoint: usize) -> usize {
         self.sessions
             .get(endpoint)
@@ -235,21 +258,20 @@ impl Node {
 
     /// Sessions in use on this node over all endpoints.
     pub fn total_sessions(&self) -> usize {
-        self.sessions
-            .iter()
-            .map(|s| s.load(Ordering::Relaxed))
-            .sum()
+        self.total_sessions.load(Ordering::Relaxed)
     }
 
     pub(crate) fn add_session(&self, endpoint: usize) {
         if let Some(s) = self.sessions.get(endpoint) {
             s.fetch_add(1, Ordering::Relaxed);
+            self.total_sessions.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     pub(crate) fn remove_session(&self, endpoint: usize) {
         if let Some(s) = self.sessions.get(endpoint) {
             s.fetch_sub(1, Ordering::Relaxed);
+            self.total_sessions.fetch_sub(1, Ordering::Relaxed);
         }
     }
 

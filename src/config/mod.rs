@@ -290,6 +290,13 @@ pub fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
                 "needs at least one endpoint",
             ));
         }
+        if c.endpoints.len() > crate::cluster::MAX_ENDPOINTS {
+            let msg = format!(
+                "at most {} endpoints per cluster",
+                crate::cluster::MAX_ENDPOINTS
+            );
+            return Err(invalid(file, &key("endpoints"), &msg));
+        }
         for (ename, e) in &c.endpoints {
             let k = key(&format!("endpoints.{ename}.listen"));
             if e.listen.port() == 0 {

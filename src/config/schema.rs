@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::duration;
 
 /// The whole configuration: `[general]` and one `[clusters.NAME]` table per cluster.
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -35,7 +35,7 @@ pub enum AuthType {
 }
 
 /// `[general]`: process-wide settings.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct General {
     /// Admin console address (database `pgfleet`). Default: none.
@@ -87,7 +87,7 @@ impl Default for General {
 }
 
 /// `[clusters.NAME]`: a set of PostgreSQL nodes and the endpoints in front of them.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
     /// Where the members come from: `static` (default), `dns`, `dir`, `aurora` or `rds`.
@@ -209,7 +209,9 @@ impl Discovery {
 }
 
 /// When a server connection goes back to the pool.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolMode {
     /// When the client disconnects (default).
@@ -220,7 +222,7 @@ pub enum PoolMode {
 }
 
 /// `[clusters.NAME.pool]`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Pool {
     /// `session` (default) or `transaction`.
@@ -318,7 +320,7 @@ pub enum Balance {
 }
 
 /// `[clusters.NAME.endpoints.NAME]`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     /// Address clients connect to.

@@ -7,58 +7,60 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::auth::Secret;
-use crate::cluster::{membership, ClusterState};
+use crate::auth::{Secret, Userlist};
+use crate::cluster::{membership, ClusterState, EndpointState};
+use crate::discovery::Source;
 use crate::state::State;
-use crate::{discovery, frontend, pool};
+use crate::{config, discovery, frontend, pool};
 
-/// Starts the cluster's membership runner (discovery and health checks) and pool
-/// janitor. Fails when the discovery source cannot be built from the configuration.
-pub(super) fn cluster_tasks(state: &Arc<State>, cluster: &Arc<ClusterState>) -> anyhow::Result<()> {
-    let password = health_password(state, &cluster.config.health_user);
-    let ctx = discovery::Context {
-        health_password: password.clone(),
-    };
-    let source = discovery::source(&cluster.config, &ctx)
-        .with_context(|| format!("clusters.{}.discovery", cluster.name))?;
+/// Starts a cluster's membership runner (discovery and health checks, following
+/// `source`) and its pool janitor.
+pub(super) fn start_cluster(
+    state: &Arc<State>,
+    cluster: &Arc<ClusterState>,
+    source: Arc<dyn Source>,
+) {
+    cluster.source.set(source);
     let max_message = state.current.load().config.general.max_message_size;
-    tokio::spawn(membership::run(
-        cluster.clone(),
-        source,
-        password,
-        state.stop.subscribe(),
-    ));
+    tokio::spawn(membership::run(cluster.clone(), state.stop.subscribe()));
     tokio::spawn(pool::janitor::run(
         cluster.clone(),
         max_message,
         state.stop.subscribe(),
     ));
-    Ok(())
 }
 
-/// Starts accepting the clients of endpoint `index` on `listener`; returns the bound
-/// address.
+/// The discovery source `config` describes for cluster `name`.
+pub(super) fn source(
+    name: &str,
+    config: &config::Cluster,
+    health_password: Option<String>,
+) -> anyhow::Result<Arc<dyn Source>> {
+    let ctx = discovery::Context { health_password };
+    discovery::source(config, &ctx).with_context(|| format!("clusters.{name}.discovery"))
+}
+
+/// Starts accepting the clients of `ep` on `listener`; returns the bound address.
 pub(super) fn endpoint(
     state: &Arc<State>,
     cluster: &Arc<ClusterState>,
-    index: usize,
+    ep: Arc<EndpointState>,
     listener: TcpListener,
 ) -> anyhow::Result<SocketAddr> {
-    let ep = &cluster.endpoints[index];
     let addr = listener.local_addr()?;
-    tracing::info!(cluster = %cluster.name, endpoint = %ep.name, %addr, role = ?ep.config.role, "listening");
+    tracing::info!(cluster = %cluster.name, endpoint = %ep.name, %addr, role = ?ep.config().role, "listening");
     tokio::spawn(frontend::serve_endpoint(
         state.clone(),
         cluster.clone(),
-        index,
+        ep,
         listener,
     ));
     Ok(addr)
 }
 
 /// The health user's password: its plaintext `auth_file` entry, or none (trust).
-fn health_password(state: &State, user: &str) -> Option<String> {
-    match state.current.load().users.get(user) {
+pub(super) fn health_password(users: &Userlist, user: &str) -> Option<String> {
+    match users.get(user) {
         Some(Secret::Plain(pw)) => Some(pw.clone()),
         Some(_) => {
             tracing::warn!(

@@ -3,6 +3,7 @@
 //! changing it in place when the configuration is reloaded (`reload`).
 
 mod launch;
+mod reload;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,6 +17,8 @@ use crate::config::Loaded;
 use crate::listen::Listeners;
 use crate::state::{State, Topology};
 use crate::{admin, http, stats};
+
+pub use reload::{reload, Reloaded};
 
 /// A running pgfleet: its state and the addresses it listens on.
 pub struct Fleet {
@@ -61,23 +64,31 @@ impl Fleet {
         };
         let mut bound = Vec::new();
         for cluster in &clusters {
-            for ep in &cluster.endpoints {
-                let listener = state.listeners.bind(ep.config.listen).with_context(|| {
+            for ep in cluster.endpoints().iter() {
+                let listener = state.listeners.bind(ep.config().listen).with_context(|| {
                     format!("clusters.{}.endpoints.{}.listen", cluster.name, ep.name)
                 })?;
-                bound.push((cluster.clone(), ep.index, listener));
+                bound.push((cluster.clone(), ep.clone(), listener));
             }
         }
+        // Every source is built before any task starts, so a failure leaves nothing.
+        let mut sources = Vec::new();
         for cluster in &clusters {
-            launch::cluster_tasks(&state, cluster)?;
+            let c = cluster.config();
+            let password = launch::health_password(&state.current.load().users, &c.health_user);
+            sources.push(launch::source(&cluster.name, &c, password.clone())?);
+            cluster.set_health_password(password);
+        }
+        for (cluster, source) in clusters.iter().zip(sources) {
+            launch::start_cluster(&state, cluster, source);
         }
         tokio::spawn(stats::log_periodically(state.clone()));
         tokio::spawn(close_listeners_when_done(state.clone()));
         let mut endpoints = BTreeMap::new();
-        for (cluster, index, listener) in bound {
-            let addr = launch::endpoint(&state, &cluster, index, listener)?;
-            let name = &cluster.endpoints[index].name;
-            endpoints.insert(format!("{}.{name}", cluster.name), addr);
+        for (cluster, ep, listener) in bound {
+            let name = format!("{}.{}", cluster.name, ep.name);
+            let addr = launch::endpoint(&state, &cluster, ep, listener)?;
+            endpoints.insert(name, addr);
         }
         let admin = match admin_listener {
             Some(listener) => {
@@ -114,13 +125,7 @@ impl Fleet {
     /// Waits until every client connection has ended, at most `grace`; returns whether
     /// they all did.
     pub async fn wait_clients_gone(&self, grace: std::time::Duration) -> bool {
-        let all = self.state.current.load().config.general.max_client_conn;
-        let all = u32::try_from(all).unwrap_or(u32::MAX);
-        let slots = self.state.client_slots.clone();
-        matches!(
-            tokio::time::timeout(grace, slots.acquire_many_owned(all)).await,
-            Ok(Ok(_))
-        )
+        self.state.client_slots.wait_idle(grace).await
     }
 }
 

@@ -26,12 +26,12 @@ pub async fn acquire(
     max_message: usize,
     cache: &mut PoolCache,
 ) -> Result<(SessionSlot, PooledConn), ClientError> {
-    let config = &cluster.config.pool;
+    let config = &cluster.config().pool;
     let started = tokio::time::Instant::now();
     let deadline = started + config.query_wait_timeout;
-    let (node_deadline, waited) = match endpoint.config.role {
+    let (node_deadline, waited) = match endpoint.config().role {
         Role::Primary => (
-            started + cluster.config.failover_timeout,
+            started + cluster.config().failover_timeout,
             "failover_timeout",
         ),
         _ => (deadline, "query_wait_timeout"),
@@ -52,7 +52,7 @@ pub async fn acquire(
         }
         let Some(node) = balance::pick(cluster, endpoint) else {
             if timeout_at(node_deadline, changed).await.is_err() {
-                let role = format!("{:?}", endpoint.config.role).to_lowercase();
+                let role = format!("{:?}", endpoint.config().role).to_lowercase();
                 return Err(ClientError::fatal(
                     sqlstate::CANNOT_CONNECT_NOW,
                     format!(
@@ -63,7 +63,7 @@ pub async fn acquire(
             }
             continue;
         };
-        let slot = SessionSlot::new(node.clone(), endpoint.index);
+        let slot = SessionSlot::new(node.clone(), endpoint.slot);
         let pool = cache.get(cluster, &node, database, cred, max_message);
         match pool.checkout(&cluster.pools, deadline).await {
             Ok(server) => return Ok((slot, server)),
@@ -117,7 +117,7 @@ impl PoolCache {
         }
         // Pools of members removed from the cluster are not needed any more.
         self.pools.retain(|p| !p.node.removed());
-        let config = &cluster.config.pool;
+        let config = &cluster.config().pool;
         let pool = cluster.pools.get(node, database, cred, config, max_message);
         self.pools.push(pool.clone());
         pool

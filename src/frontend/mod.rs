@@ -21,7 +21,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::cancel::send_cancel;
 use crate::clients::NewClient;
-use crate::cluster::ClusterState;
+use crate::cluster::{ClusterState, EndpointState, Phase};
 use crate::pool::Credentials;
 use crate::protocol::sqlstate;
 use crate::state::{State, Topology};
@@ -31,21 +31,32 @@ pub use error::ClientError;
 pub(crate) use conn::ClientConn;
 pub(crate) use startup::{Hello, StartupParams};
 
-/// Accepts clients of one endpoint until `stop` changes.
+/// Accepts clients of one endpoint until pgfleet stops accepting or a reload removes
+/// the endpoint.
 pub async fn serve_endpoint(
     state: Arc<State>,
     cluster: Arc<ClusterState>,
-    endpoint: usize,
+    endpoint: Arc<EndpointState>,
     listener: TcpListener,
 ) {
-    accept_loop(&state, &listener, |stream, peer| {
+    let accepting = accept_loop(&state, &listener, |stream, peer| {
+        if endpoint.phase() != Phase::Open {
+            // Accepted in the same instant the endpoint was removed: closed unanswered.
+            drop(stream);
+            return;
+        }
         let id = state.next_client_id();
-        let ep = &cluster.endpoints[endpoint];
-        let span = tracing::info_span!("client", id, endpoint = %ep.name, %peer);
-        let task = handle_client(state.clone(), cluster.clone(), endpoint, stream, id, peer);
+        let span = tracing::info_span!("client", id, endpoint = %endpoint.name, %peer);
+        let ep = endpoint.clone();
+        let task = handle_client(state.clone(), cluster.clone(), ep, stream, id, peer);
         tokio::spawn(task.instrument(span));
-    })
-    .await;
+    });
+    tokio::select! {
+        _ = accepting => {}
+        _ = endpoint.reached(Phase::Closing) => {
+            info!(cluster = %cluster.name, endpoint = %endpoint.name, "endpoint removed: no longer accepting");
+        }
+    }
 }
 
 /// Accepts connections on `listener` until pgfleet stops or stops accepting
@@ -80,22 +91,23 @@ pub(crate) async fn accept_loop(
 async fn handle_client(
     state: Arc<State>,
     cluster: Arc<ClusterState>,
-    endpoint: usize,
+    ep: Arc<EndpointState>,
     stream: TcpStream,
     id: u32,
     peer: SocketAddr,
 ) {
     let connected_at = std::time::Instant::now();
+    let _counted = ep.client();
     let _ = stream.set_nodelay(true);
     let topology = state.current.load_full();
     let general = &topology.config.general;
     let mut conn = ClientConn::new(stream);
-    let slot = state.client_slots.clone().try_acquire_owned();
+    let slot = state.client_slots.try_acquire();
     let stop = state.stop.subscribe();
 
     let admit = |_: &StartupParams| match slot {
-        Ok(_) => Ok(()),
-        Err(_) => Err(ClientError::fatal(
+        Some(_) => Ok(()),
+        None => Err(ClientError::fatal(
             sqlstate::TOO_MANY_CONNECTIONS,
             "no more connections allowed (max_client_conn)",
         )),
@@ -108,7 +120,6 @@ async fn handle_client(
     let span = tracing::info_span!("session", user = %params.user, db = %params.database);
     let key: u32 = rand::random();
     let cancel = state.cancels.register(id, key);
-    let ep = &cluster.endpoints[endpoint];
     let application_name = params
         .settings
         .iter()
@@ -134,8 +145,9 @@ async fn handle_client(
         connected_at,
         log: general.log_connections,
     };
-    let run = session::run(&cluster, ep, &mut conn, client);
-    let result = until_stopped(stop, run).instrument(span).await;
+    let run = session::run(&cluster, &ep, &mut conn, client);
+    let removed = ep.reached(Phase::Ended);
+    let result = until_stopped(stop, removed, run).instrument(span).await;
     state.cancels.unregister(id);
     match result {
         Some(Err(e)) => {
@@ -146,7 +158,13 @@ async fn handle_client(
             conn.send_error(&e).await;
         }
         None => {
-            let e = ClientError::fatal(sqlstate::ADMIN_SHUTDOWN, "pgfleet is shutting down");
+            let e = match ep.phase() {
+                Phase::Ended => ClientError::fatal(
+                    sqlstate::ADMIN_SHUTDOWN,
+                    "this endpoint was removed from the configuration (drain_timeout passed)",
+                ),
+                _ => ClientError::fatal(sqlstate::ADMIN_SHUTDOWN, "pgfleet is shutting down"),
+            };
             cluster.count_error(e.code());
             conn.send_error(&e).await;
         }
@@ -154,9 +172,10 @@ async fn handle_client(
     }
 }
 
-/// Runs `f` unless the process is told to stop first.
+/// Runs `f` unless the process is told to stop, or `ended` resolves, first.
 async fn until_stopped<F: std::future::Future>(
     mut stop: watch::Receiver<bool>,
+    ended: impl std::future::Future<Output = ()>,
     f: F,
 ) -> Option<F::Output> {
     if *stop.borrow() {
@@ -165,6 +184,7 @@ async fn until_stopped<F: std::future::Future>(
     tokio::select! {
         out = f => Some(out),
         _ = stop.changed() => None,
+        _ = ended => None,
     }
 }
 

@@ -45,7 +45,7 @@ pub async fn run(
     conn: &mut ClientConn,
     client: Client<'_>,
 ) -> Result<PumpEnd, ClientError> {
-    let result = match cluster.config.pool.pool_mode {
+    let result = match cluster.config().pool.pool_mode {
         PoolMode::Session => session_mode(cluster, endpoint, conn, &client).await,
         PoolMode::Transaction => transaction::run(cluster, endpoint, conn, &client).await,
     };
@@ -77,7 +77,7 @@ async fn session_mode(
         // Until the pump says otherwise the connection may be mid-query: if the session
         // is dropped while pumping (shutdown), it must be closed, not reset and reused.
         server.release = Release::Close;
-        let opts = options(&cluster.config.pool, false);
+        let opts = options(&cluster.config().pool, false);
         let result = pump(conn, &mut server, opts, None).await;
         server.release = result.release;
         if matches!(result.end, PumpEnd::Resync) {

@@ -41,7 +41,7 @@ pub async fn run(
     conn: &mut ClientConn,
     client: &Client<'_>,
 ) -> Result<PumpEnd, ClientError> {
-    let opts = options(&cluster.config.pool, true);
+    let opts = options(&cluster.config().pool, true);
     let database = &client.params.database;
     // Login: the parameters of a fresh server connection with the client's settings on
     // top. Only the very first client of a (database, user) needs a server for that.
@@ -69,7 +69,7 @@ pub async fn run(
     let mut greeting = settings.greeting(&baseline);
     // Which node the client's transactions run on is the endpoint's role, whichever
     // node's parameters the greeting came from.
-    let standby = match endpoint.config.role {
+    let standby = match endpoint.config().role {
         Role::Replica => Some("on"),
         Role::Primary => Some("off"),
         Role::Any => None,
@@ -85,7 +85,7 @@ pub async fn run(
     }
     let mut warned = false;
     let mut statements = ClientStatements::default();
-    let max_prepared = cluster.config.pool.max_prepared_statements;
+    let max_prepared = cluster.config().pool.max_prepared_statements;
     loop {
         match wait_for_client(conn, opts.client_idle_timeout).await? {
             Next::Message => {}

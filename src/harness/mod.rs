@@ -35,6 +35,12 @@ mod conf;
 mod lifecycle;
 mod node;
 mod ports;
+
+/// A port free on 127.0.0.1 now that this process has not handed out before (for
+/// the addresses pgfleet listens on in tests).
+pub fn free_port() -> anyhow::Result<u16> {
+    ports::reserve()
+}
 mod process;
 mod replication;
 mod sql;

@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
+use super::histogram::SnapshotHistogram;
 use super::members::{members, ROLES, STATES};
 use super::ready::{endpoint_ready, role_name};
 use crate::state::{State, Topology};
@@ -68,7 +69,6 @@ struct PoolStateLabels {
 
 type IntGauge = Gauge<i64>;
 type FloatGauge = Gauge<f64, AtomicU64>;
-type FloatCounter = Counter<f64, AtomicU64>;
 
 fn int(n: impl TryInto<i64>) -> i64 {
     n.try_into().unwrap_or(i64::MAX)
@@ -98,9 +98,7 @@ fn registry(state: &State, topology: &Topology) -> Registry {
     let mut r = Registry::default();
     let max = topology.config.general.max_client_conn;
     let clients = IntGauge::default();
-    clients.set(int(
-        max.saturating_sub(state.client_slots.available_permits())
-    ));
+    clients.set(int(state.client_slots.in_use()));
     r.register(
         "pgfleet_clients_connected",
         "Client connections open now, over all endpoints",
@@ -113,11 +111,26 @@ fn registry(state: &State, topology: &Topology) -> Registry {
         "Client connections allowed at once (max_client_conn)",
         max_clients,
     );
+    reloads(&mut r, state);
     endpoints(&mut r, topology);
     member_metrics(&mut r, topology);
     pools(&mut r, topology);
     errors(&mut r, topology);
     r
+}
+
+fn reloads(r: &mut Registry, state: &State) {
+    let reloads = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+    let r_ = &state.reloads;
+    for (result, n) in [("applied", &r_.applied), ("refused", &r_.refused)] {
+        let n = n.load(std::sync::atomic::Ordering::Relaxed);
+        reloads.get_or_create(&vec![("result", result)]).inc_by(n);
+    }
+    r.register(
+        "pgfleet_reloads",
+        "Configuration reloads (SIGHUP or RELOAD), applied or refused as invalid",
+        reloads,
+    );
 }
 
 fn errors(r: &mut Registry, topology: &Topology) {
@@ -141,11 +154,11 @@ fn errors(r: &mut Registry, topology: &Topology) {
 fn endpoints(r: &mut Registry, topology: &Topology) {
     let ready = Family::<EndpointLabels, IntGauge>::default();
     for cluster in &topology.clusters {
-        for endpoint in &cluster.endpoints {
+        for endpoint in cluster.endpoints().iter() {
             let labels = EndpointLabels {
                 cluster: cluster.name.clone(),
                 endpoint: endpoint.name.clone(),
-                role: role_name(endpoint.config.role),
+                role: role_name(endpoint.config().role),
             };
             ready
                 .get_or_create(&labels)
@@ -251,7 +264,7 @@ fn pools(r: &mut Registry, topology: &Topology) {
     let queries = Family::<PoolLabels, Counter>::default();
     let received = Family::<PoolLabels, Counter>::default();
     let sent = Family::<PoolLabels, Counter>::default();
-    let wait = Family::<PoolLabels, FloatCounter>::default();
+    let wait = Family::<PoolLabels, SnapshotHistogram>::default();
     let checkouts = Family::<PoolLabels, Counter>::default();
     for cluster in &topology.clusters {
         for pool in cluster.pools.all() {
@@ -272,14 +285,16 @@ fn pools(r: &mut Registry, topology: &Topology) {
                 conns.get_or_create(&l).set(int(n));
             }
             size.get_or_create(&labels)
-                .set(int(pool.config.default_pool_size));
+                .set(int(pool.config().default_pool_size));
             let s = pool.stats.snapshot();
             xacts.get_or_create(&labels).inc_by(s.xacts);
             queries.get_or_create(&labels).inc_by(s.queries);
             received.get_or_create(&labels).inc_by(s.bytes_received);
             sent.get_or_create(&labels).inc_by(s.bytes_sent);
-            wait.get_or_create(&labels)
-                .inc_by(s.wait_us as f64 / 1_000_000.0);
+            let waited = s.wait_us as f64 / 1_000_000.0;
+            let buckets = pool.stats.wait_histogram();
+            let count = buckets.iter().map(|(_, n)| n).sum();
+            wait.get_or_create(&labels).set(waited, count, buckets);
             checkouts.get_or_create(&labels).inc_by(s.checkouts);
         }
     }
@@ -309,13 +324,13 @@ fn pools(r: &mut Registry, topology: &Topology) {
     );
     r.register_with_unit(
         "pgfleet_pool_wait",
-        "Time clients waited for a server connection, over all checkouts",
+        "Time clients waited for a server connection, per checkout",
         Unit::Seconds,
         wait,
     );
     r.register(
         "pgfleet_pool_checkouts",
-        "Server connections handed to clients (the count for pgfleet_pool_wait_seconds_total)",
+        "Server connections handed to clients",
         checkouts,
     );
 }

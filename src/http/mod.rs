@@ -3,6 +3,7 @@
 //! Every answer is built from the live state when asked; nothing here is on the path
 //! of a client's queries.
 
+mod histogram;
 mod members;
 mod metrics;
 mod ready;

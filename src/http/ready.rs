@@ -8,10 +8,10 @@ use crate::state::Topology;
 /// Whether `endpoint` would find a member for a new session now: a member that fits
 /// its role, or, for a replica endpoint with `fallback = "primary"`, the writer.
 pub fn endpoint_ready(cluster: &ClusterState, endpoint: &EndpointState) -> bool {
-    let role = endpoint.config.role;
+    let role = endpoint.config().role;
     let fits = cluster.nodes().iter().any(|n| cluster.fits(n, role));
     fits || (role == Role::Replica
-        && endpoint.config.fallback == Fallback::Primary
+        && endpoint.config().fallback == Fallback::Primary
         && cluster.writer().is_some())
 }
 
@@ -19,13 +19,13 @@ pub fn endpoint_ready(cluster: &ClusterState, endpoint: &EndpointState) -> bool 
 pub fn not_ready(topology: &Topology) -> Vec<String> {
     let mut out = Vec::new();
     for cluster in &topology.clusters {
-        for endpoint in &cluster.endpoints {
+        for endpoint in cluster.endpoints().iter() {
             if !endpoint_ready(cluster, endpoint) {
                 out.push(format!(
                     "{}.{} (role {}): no member fits",
                     cluster.name,
                     endpoint.name,
-                    role_name(endpoint.config.role)
+                    role_name(endpoint.config().role)
                 ));
             }
         }
@@ -76,8 +76,8 @@ role = "primary"
     }
 
     fn ready(c: &ClusterState, name: &str) -> bool {
-        let endpoint = c.endpoints.iter().find(|e| e.name == name).unwrap();
-        endpoint_ready(c, endpoint)
+        let endpoint = c.endpoint(name).unwrap();
+        endpoint_ready(c, &endpoint)
     }
 
     #[test]

@@ -59,20 +59,20 @@ pub fn json(state: &State, topology: &Topology) -> String {
         now_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, millis),
-        clients: max_clients.saturating_sub(state.client_slots.available_permits()),
+        clients: state.client_slots.in_use(),
         max_clients,
         clusters: topology
             .clusters
             .iter()
             .map(|c| ClusterStatus {
                 name: c.name.clone(),
-                discovery: c.config.discovery.as_str(),
+                discovery: c.config().discovery.as_str(),
                 endpoints: c
-                    .endpoints
+                    .endpoints()
                     .iter()
                     .map(|e| EndpointStatus {
                         name: e.name.clone(),
-                        role: role_name(e.config.role),
+                        role: role_name(e.config().role),
                         ready: endpoint_ready(c, e),
                     })
                     .collect(),

@@ -113,8 +113,9 @@ async fn give_back(
 /// Runs `server_reset_query` in session mode. In transaction mode the next client's
 /// settings are synced onto the connection instead (and its prepared statements kept).
 async fn reset(pool: &Pool, conn: &mut ServerConn) -> bool {
-    let q = &pool.config.server_reset_query;
-    if pool.config.pool_mode == crate::config::PoolMode::Transaction || q.is_empty() {
+    let config = pool.config();
+    let q = &config.server_reset_query;
+    if pool.key.mode == crate::config::PoolMode::Transaction || q.is_empty() {
         return true;
     }
     if !run(pool, conn, q).await {
@@ -127,7 +128,7 @@ async fn reset(pool: &Pool, conn: &mut ServerConn) -> bool {
 
 async fn run(pool: &Pool, conn: &mut ServerConn, sql: &str) -> bool {
     let limit = pool
-        .config
+        .config()
         .server_connect_timeout
         .max(Duration::from_secs(1));
     match tokio::time::timeout(limit, conn.simple_query(sql, pool.max_message)).await {

@@ -13,7 +13,8 @@ use crate::cluster::{ClusterState, Health};
 /// How often the janitor runs.
 const PERIOD: Duration = Duration::from_millis(500);
 
-/// Runs until `stop` changes.
+/// Runs until `stop` changes or a reload removes the cluster (its members' drains
+/// close what is left).
 pub async fn run(cluster: Arc<ClusterState>, max_message: usize, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -21,6 +22,7 @@ pub async fn run(cluster: Arc<ClusterState>, max_message: usize, mut stop: watch
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
+            _ = cluster.until_retired() => return,
         }
         for pool in cluster.pools.all() {
             expire_idle(&pool);
@@ -31,12 +33,13 @@ pub async fn run(cluster: Arc<ClusterState>, max_message: usize, mut stop: watch
 
 fn expire_idle(pool: &Pool) {
     let generation = pool.node.generation();
-    let min = pool.config.min_pool_size;
+    let config = pool.config();
+    let (min, max) = (config.min_pool_size, config.default_pool_size);
     let mut open = pool.open();
     let expired = pool.take_idle_where(|c| {
-        let stale =
-            c.generation != generation || c.created.elapsed() >= pool.config.server_lifetime;
-        let drop = stale || (open > min && idle_expired(c, &pool.config));
+        let stale = c.generation != generation || c.created.elapsed() >= config.server_lifetime;
+        // Beyond the size (after a reload shrank it), idle connections close first.
+        let drop = stale || open > max || (open > min && idle_expired(c, &config));
         if drop {
             open = open.saturating_sub(1);
         }
@@ -51,7 +54,8 @@ fn expire_idle(pool: &Pool) {
 /// Opens connections up to `min_pool_size` in each (database, user) pool of every
 /// healthy node, creating the node's pool when another node has one.
 async fn warm(cluster: &ClusterState, max_message: usize) {
-    let config = &cluster.config.pool;
+    let settings = cluster.config();
+    let config = &settings.pool;
     if config.min_pool_size == 0 {
         return;
     }
@@ -61,7 +65,7 @@ async fn warm(cluster: &ClusterState, max_message: usize) {
                 .pools
                 .get(node, &database, &cred, config, max_message);
             while pool.open() < config.min_pool_size {
-                let Ok(slot) = pool.slots.clone().try_acquire_owned() else {
+                let Some(slot) = pool.slots.try_acquire() else {
                     break;
                 };
                 let deadline = tokio::time::Instant::now() + config.server_connect_timeout;

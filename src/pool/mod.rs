@@ -13,15 +13,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::time::timeout_at;
+use arc_swap::ArcSwap;
+use tokio::sync::OwnedSemaphorePermit;
 
 pub use guard::{PooledConn, Release};
 pub use prepared::PreparedSet;
 pub use server::{record_parameter, Credentials, ServerConn, ServerError};
 pub use spellings::Spellings;
-pub use stats::{PoolStats, StatsSnapshot};
+pub use stats::{PoolStats, StatsSnapshot, WAIT_BUCKETS};
 
+use crate::capacity::Capacity;
 use crate::cluster::Node;
 use crate::config;
 
@@ -34,6 +35,9 @@ pub struct PoolKey {
     pub node: usize,
     pub database: String,
     pub user: String,
+    /// Session and transaction connections never mix (a reload may change the mode
+    /// while sessions of the old one run).
+    pub mode: config::PoolMode,
 }
 
 /// Why no server connection could be handed out.
@@ -64,14 +68,14 @@ impl Drop for OpenGuard {
 pub struct Pool {
     pub key: PoolKey,
     pub node: Arc<Node>,
-    pub config: config::Pool,
+    /// The cluster's `pool` settings, replaced on reload.
+    config: ArcSwap<config::Pool>,
     pub max_message: usize,
     idle: Mutex<Vec<ServerConn>>,
     /// `default_pool_size` permits: one per connection in use or being reset.
-    slots: Arc<Semaphore>,
+    slots: Capacity,
     open: Arc<AtomicUsize>,
     credentials: Mutex<Credentials>,
-    db_limit: Option<Arc<Semaphore>>,
     /// The ParameterStatus values of a fresh connection (before any client setting).
     baseline: Mutex<Option<Params>>,
     /// Clients waiting for a slot.
@@ -106,7 +110,19 @@ impl Pool {
 
     /// Server connections handed out (in use or being reset).
     pub fn active(&self) -> usize {
-        self.config.default_pool_size - self.slots.available_permits()
+        self.slots.in_use()
+    }
+
+    /// The pool's settings now.
+    pub fn config(&self) -> Arc<config::Pool> {
+        self.config.load_full()
+    }
+
+    /// Applies reloaded settings: the size changes at once for new checkouts (a
+    /// shrink waits for connections in use to come back), timeouts at their next use.
+    fn reconfigure(&self, config: &config::Pool) {
+        self.slots.resize(config.default_pool_size);
+        self.config.store(Arc::new(config.clone()));
     }
 
     /// This pool's fresh-connection parameters, or `params` if it has none yet.
@@ -127,18 +143,17 @@ impl Pool {
         deadline: tokio::time::Instant,
     ) -> Result<PooledConn, CheckoutError> {
         let started = Instant::now();
-        let slot = match self.slots.clone().try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => {
+        let slot = match self.slots.try_acquire() {
+            Some(slot) => slot,
+            None => {
                 // Counted only on this slow path, for SHOW POOLS' cl_waiting.
                 self.waiting.fetch_add(1, Ordering::Relaxed);
-                let waited = timeout_at(deadline, self.slots.clone().acquire_owned()).await;
+                let waited = self.slots.acquire_until(deadline).await;
                 self.waiting.fetch_sub(1, Ordering::Relaxed);
-                waited
-                    .map_err(|_| CheckoutError::Timeout)?
-                    .map_err(|_| CheckoutError::Timeout)?
+                waited.ok_or(CheckoutError::Timeout)?
             }
         };
+        let config = self.config();
         let conn = loop {
             let candidate = lock(&self.idle).pop();
             let Some(mut conn) = candidate else {
@@ -148,9 +163,9 @@ impl Pool {
                 tokio::spawn(conn.terminate());
                 continue;
             }
-            let q = &self.config.server_check_query;
-            if !q.is_empty() && conn.last_used.elapsed() >= self.config.server_check_delay {
-                let limit = self.config.server_connect_timeout;
+            let q = &config.server_check_query;
+            if !q.is_empty() && conn.last_used.elapsed() >= config.server_check_delay {
+                let limit = config.server_connect_timeout;
                 let check = tokio::time::timeout(limit, conn.simple_query(q, self.max_message));
                 if !matches!(check.await, Ok(Ok(None))) {
                     tracing::debug!(node = %self.node.addr, "server connection failed server_check_query; closed");
@@ -166,7 +181,7 @@ impl Pool {
     /// Whether an idle connection may still be used.
     fn still_good(&self, conn: &ServerConn) -> bool {
         conn.generation == self.node.generation()
-            && conn.created.elapsed() < self.config.server_lifetime
+            && conn.created.elapsed() < self.config().server_lifetime
     }
 
     async fn connect(
@@ -174,9 +189,10 @@ impl Pool {
         set: &PoolSet,
         deadline: tokio::time::Instant,
     ) -> Result<ServerConn, CheckoutError> {
-        let db_slot = match &self.db_limit {
+        let config = self.config();
+        let db_slot = match set.db_limit(&self.key, config.max_db_connections) {
             None => None,
-            Some(sem) => Some(db_slot(sem, set, &self.key, deadline).await?),
+            Some(limit) => Some(db_slot(&limit, set, &self.key, deadline).await?),
         };
         self.open.fetch_add(1, Ordering::Relaxed);
         let open = OpenGuard {
@@ -185,7 +201,7 @@ impl Pool {
         };
         let cred = self.credentials();
         let generation = self.node.generation();
-        let limit = self.config.server_connect_timeout;
+        let limit = config.server_connect_timeout;
         let connect = ServerConn::connect(
             &self.node.addr,
             &self.key.database,
@@ -235,7 +251,8 @@ impl Pool {
 #[derive(Debug, Default)]
 pub struct PoolSet {
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
-    db_limits: Mutex<HashMap<(usize, String), Arc<Semaphore>>>,
+    /// `max_db_connections` per (node, database), made on first use.
+    db_limits: Mutex<HashMap<(usize, String), Arc<Capacity>>>,
     /// How the cluster's servers spell clients' startup values.
     pub spellings: Spellings,
 }
@@ -255,6 +272,7 @@ impl PoolSet {
             node: node.index,
             database: database.to_owned(),
             user: cred.user.clone(),
+            mode: config.pool_mode,
         };
         let mut pools = lock(&self.pools);
         if let Some(p) = pools.get(&key) {
@@ -266,28 +284,45 @@ impl PoolSet {
             }
             return p.clone();
         }
-        let db_limit = (config.max_db_connections > 0).then(|| {
-            lock(&self.db_limits)
-                .entry((node.index, database.to_owned()))
-                .or_insert_with(|| Arc::new(Semaphore::new(config.max_db_connections)))
-                .clone()
-        });
         let pool = Arc::new(Pool {
             key: key.clone(),
             node: node.clone(),
-            config: config.clone(),
+            config: ArcSwap::from_pointee(config.clone()),
             max_message,
             idle: Mutex::new(Vec::new()),
-            slots: Arc::new(Semaphore::new(config.default_pool_size)),
+            slots: Capacity::new(config.default_pool_size),
             open: Arc::new(AtomicUsize::new(0)),
             credentials: Mutex::new(cred.clone()),
-            db_limit,
             baseline: Mutex::new(None),
             waiting: AtomicUsize::new(0),
             stats: PoolStats::default(),
         });
         pools.insert(key, pool.clone());
         pool
+    }
+
+    /// Applies reloaded `pool` settings to every pool of the set in place.
+    pub fn reconfigure(&self, config: &config::Pool) {
+        for pool in self.all() {
+            pool.reconfigure(config);
+        }
+        for limit in lock(&self.db_limits).values() {
+            if config.max_db_connections > 0 {
+                limit.resize(config.max_db_connections);
+            }
+        }
+    }
+
+    /// The `max_db_connections` limit of `key`'s (node, database), if `max` sets one.
+    fn db_limit(&self, key: &PoolKey, max: usize) -> Option<Arc<Capacity>> {
+        if max == 0 {
+            return None;
+        }
+        let limit = lock(&self.db_limits)
+            .entry((key.node, key.database.clone()))
+            .or_insert_with(|| Arc::new(Capacity::new(max)))
+            .clone();
+        Some(limit)
     }
 
     /// Drops a pool that has no connection (the server refused its first login), so
@@ -367,18 +402,18 @@ impl PoolSet {
 /// waited for until `deadline`. Idle connections of other pools are looked for again
 /// every 100 ms while waiting, since they become idle without notice.
 async fn db_slot(
-    sem: &Arc<Semaphore>,
+    limit: &Capacity,
     set: &PoolSet,
     key: &PoolKey,
     deadline: tokio::time::Instant,
 ) -> Result<OwnedSemaphorePermit, CheckoutError> {
     loop {
-        if let Ok(p) = sem.clone().try_acquire_owned() {
+        if let Some(p) = limit.try_acquire() {
             return Ok(p);
         }
         set.evict_one_idle(key.node, &key.database);
         let retry = (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline);
-        if let Ok(Ok(p)) = timeout_at(retry, sem.clone().acquire_owned()).await {
+        if let Some(p) = limit.acquire_until(retry).await {
             return Ok(p);
         }
         if tokio::time::Instant::now() >= deadline {

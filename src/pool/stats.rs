@@ -19,9 +19,17 @@ pub struct PoolStats {
     pub wait_us: AtomicU64,
     /// Checkouts (sessions started on this pool).
     pub checkouts: AtomicU64,
+    /// Checkouts by wait, one count per `WAIT_BUCKETS` bound (not cumulative).
+    wait_buckets: [AtomicU64; WAIT_BUCKETS.len()],
     /// The change over the last `stats_period` and its length, for averages.
     last_period: Mutex<Option<(StatsSnapshot, Duration)>>,
 }
+
+/// Upper bounds, in seconds, of the wait-time histogram's buckets (`+Inf` is the
+/// checkout count).
+pub const WAIT_BUCKETS: [f64; 12] = [
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0,
+];
 
 /// A copy of the counters at one moment.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -54,10 +62,28 @@ impl PoolStats {
         }
     }
 
+    /// The wait-time histogram: (upper bound in seconds, checkouts that waited more
+    /// than the bound before it and at most this one), ending with `+Inf`.
+    pub fn wait_histogram(&self) -> Vec<(f64, u64)> {
+        let mut buckets: Vec<(f64, u64)> = WAIT_BUCKETS
+            .iter()
+            .zip(&self.wait_buckets)
+            .map(|(bound, n)| (*bound, n.load(Ordering::Relaxed)))
+            .collect();
+        let counted: u64 = buckets.iter().map(|(_, n)| n).sum();
+        let all = self.checkouts.load(Ordering::Relaxed);
+        buckets.push((f64::INFINITY, all.saturating_sub(counted)));
+        buckets
+    }
+
     pub(super) fn record_wait(&self, waited: Duration) {
         let us = waited.as_micros().min(u64::MAX as u128) as u64;
         self.wait_us.fetch_add(us, Ordering::Relaxed);
         self.checkouts.fetch_add(1, Ordering::Relaxed);
+        let secs = waited.as_secs_f64();
+        if let Some(i) = WAIT_BUCKETS.iter().position(|b| secs <= *b) {
+            self.wait_buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Records the change over the last statistics period.

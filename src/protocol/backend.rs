@@ -158,6 +158,22 @@ pub fn error_response(out: &mut BytesMut, severity: Severity, code: &str, text: 
     });
 }
 
+/// A NoticeResponse (severity `NOTICE`, SQLSTATE 00000) with `text`.
+pub fn notice_response(out: &mut BytesMut, text: &str) {
+    message(out, b'N', |b| {
+        for (field, value) in [
+            (b'S', "NOTICE"),
+            (b'V', "NOTICE"),
+            (b'C', "00000"),
+            (b'M', text),
+        ] {
+            b.put_u8(field);
+            put_cstr(b, value);
+        }
+        b.put_u8(0);
+    });
+}
+
 /// The fields of an ErrorResponse or NoticeResponse body that pgfleet looks at.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ErrorFields {

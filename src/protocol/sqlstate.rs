@@ -16,3 +16,4 @@ pub const INVALID_CATALOG_NAME: &str = "3D000";
 pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 pub const SYNTAX_ERROR: &str = "42601";
 pub const UNDEFINED_OBJECT: &str = "42704";
+pub const CONFIG_FILE_ERROR: &str = "F0000";

@@ -225,6 +225,18 @@ pub fn psql(addr: SocketAddr, user: &str, password: &str, sql: &str) -> (bool, S
         .env("PGCONNECT_TIMEOUT", "20"))
 }
 
+/// psql against the admin console (database `pgfleet`), -XAq, with ON_ERROR_STOP.
+pub fn console(addr: SocketAddr, user: &str, password: &str, sql: &str) -> (bool, String) {
+    run(std::process::Command::new("psql")
+        .args(["-X", "-A", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
+        .arg(addr.ip().to_string())
+        .arg("-p")
+        .arg(addr.port().to_string())
+        .args(["-U", user, "-d", "pgfleet", "-c", sql])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "20"))
+}
+
 /// A StartupMessage for protocol 3.0.
 pub fn startup(params: &[(&str, &str)]) -> Vec<u8> {
     let mut out = bytes::BytesMut::new();
