@@ -297,6 +297,9 @@ async fn metrics_show_clients_members_and_pools_to_prometheus_parsers() {
             assert_eq!(pool_value(&m, conns, addr, &[("state", "active")]), 0.0);
             assert_eq!(pool_value(&m, conns, addr, &[("state", "idle")]), 1.0);
         }
+        let writer = [("cluster", "main"), ("endpoint", "writer")];
+        assert!(value(&m, "pgfleet_endpoint_transactions_total", &writer) >= 5.0);
+        assert!(value(&m, "pgfleet_endpoint_queries_total", &writer) >= 5.0);
         let member = [("cluster", "main"), ("member", writer_addr.as_str())];
         assert_eq!(value(&m, "pgfleet_member_sessions", &member), 0.0);
         // The idle server connection stays open.

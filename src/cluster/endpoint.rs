@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::config;
+use crate::pool::PoolStats;
 
 /// The most endpoints a cluster has at once, counting removed ones still draining:
 /// each has a session counter on every node.
@@ -40,6 +41,8 @@ pub struct EndpointState {
     pub cursor: AtomicUsize,
     /// Clients connected through the endpoint (logged in or logging in).
     clients: AtomicUsize,
+    /// Traffic through the endpoint (its transactions, queries and bytes).
+    pub stats: PoolStats,
     phase: watch::Sender<Phase>,
     slots: Arc<Slots>,
 }
@@ -58,6 +61,7 @@ impl EndpointState {
             config: ArcSwap::from_pointee(config.clone()),
             cursor: AtomicUsize::new(0),
             clients: AtomicUsize::new(0),
+            stats: PoolStats::default(),
             phase: watch::channel(Phase::Open).0,
             slots,
         }

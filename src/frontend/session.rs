@@ -78,7 +78,7 @@ async fn session_mode(
         // is dropped while pumping (shutdown), it must be closed, not reset and reused.
         server.release = Release::Close;
         let opts = options(&cluster.config().pool, false);
-        let result = pump(conn, &mut server, opts, None).await;
+        let result = pump(conn, &mut server, opts, None, &endpoint.stats).await;
         server.release = result.release;
         if matches!(result.end, PumpEnd::Resync) {
             // RESET brings startup settings back on PostgreSQL; here they were set after

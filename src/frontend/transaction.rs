@@ -41,7 +41,6 @@ pub async fn run(
     conn: &mut ClientConn,
     client: &Client<'_>,
 ) -> Result<PumpEnd, ClientError> {
-    let opts = options(&cluster.config().pool, true);
     let database = &client.params.database;
     // Login: the parameters of a fresh server connection with the client's settings on
     // top. Only the very first client of a (database, user) needs a server for that.
@@ -87,6 +86,8 @@ pub async fn run(
     let mut statements = ClientStatements::default();
     let max_prepared = cluster.config().pool.max_prepared_statements;
     loop {
+        // Read each time: a reload changes the timeouts of running clients too.
+        let opts = options(&cluster.config().pool, true);
         match wait_for_client(conn, opts.client_idle_timeout).await? {
             Next::Message => {}
             Next::Terminate => return Ok(PumpEnd::ClientTerminated),
@@ -109,7 +110,7 @@ pub async fn run(
         // Closed unless the pump says otherwise, as in session mode.
         server.release = Release::Close;
         let named = (max_prepared > 0).then_some((&mut statements, max_prepared));
-        let result = pump(conn, &mut server, opts, named).await;
+        let result = pump(conn, &mut server, opts, named, &endpoint.stats).await;
         client.info.set(ClientState::Idle, None);
         server.release = result.release;
         drop(target);

@@ -153,6 +153,8 @@ fn errors(r: &mut Registry, topology: &Topology) {
 
 fn endpoints(r: &mut Registry, topology: &Topology) {
     let ready = Family::<EndpointLabels, IntGauge>::default();
+    let xacts = Family::<EndpointLabels, Counter>::default();
+    let queries = Family::<EndpointLabels, Counter>::default();
     for cluster in &topology.clusters {
         for endpoint in cluster.endpoints().iter() {
             let labels = EndpointLabels {
@@ -163,8 +165,21 @@ fn endpoints(r: &mut Registry, topology: &Topology) {
             ready
                 .get_or_create(&labels)
                 .set(endpoint_ready(cluster, endpoint).into());
+            let s = endpoint.stats.snapshot();
+            xacts.get_or_create(&labels).inc_by(s.xacts);
+            queries.get_or_create(&labels).inc_by(s.queries);
         }
     }
+    r.register(
+        "pgfleet_endpoint_transactions",
+        "Transactions completed through the endpoint",
+        xacts,
+    );
+    r.register(
+        "pgfleet_endpoint_queries",
+        "Queries completed through the endpoint",
+        queries,
+    );
     r.register(
         "pgfleet_endpoint_ready",
         "1 when the endpoint has a member that would take a new session now",

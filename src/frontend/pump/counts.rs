@@ -18,7 +18,7 @@ pub(super) struct Counts {
 const FLUSH_EVERY: u64 = 64;
 
 impl Counts {
-    pub(super) fn sent(&self, bytes: usize, queries: u64, xacts: u64, stats: &PoolStats) {
+    pub(super) fn sent(&self, bytes: usize, queries: u64, xacts: u64, stats: &[&PoolStats]) {
         self.sent.fetch_add(bytes as u64, Ordering::Relaxed);
         self.queries.fetch_add(queries, Ordering::Relaxed);
         self.xacts.fetch_add(xacts, Ordering::Relaxed);
@@ -27,11 +27,16 @@ impl Counts {
         }
     }
 
-    pub(super) fn flush(&self, stats: &PoolStats) {
+    /// Adds the traffic counted since the last flush to each of `stats`.
+    pub(super) fn flush(&self, stats: &[&PoolStats]) {
         self.batches.store(0, Ordering::Relaxed);
-        stats.add_received(self.received.swap(0, Ordering::Relaxed) as usize);
+        let received = self.received.swap(0, Ordering::Relaxed) as usize;
         let sent = self.sent.swap(0, Ordering::Relaxed) as usize;
         let queries = self.queries.swap(0, Ordering::Relaxed);
-        stats.add_sent(sent, queries, self.xacts.swap(0, Ordering::Relaxed));
+        let xacts = self.xacts.swap(0, Ordering::Relaxed);
+        for s in stats {
+            s.add_received(received);
+            s.add_sent(sent, queries, xacts);
+        }
     }
 }

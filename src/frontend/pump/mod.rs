@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::pool::{record_parameter, PooledConn, Release};
+use crate::pool::{record_parameter, PoolStats, PooledConn, Release};
 use crate::protocol::frame::{announced_size, body};
 use crate::protocol::{next_message, ProtocolError};
 
@@ -94,16 +94,18 @@ pub struct PumpResult {
 
 /// Pumps until either side ends (or, in transaction mode, the transaction ends).
 /// `statements` (transaction mode) are the client's named prepared statements and the
-/// most a server connection keeps.
+/// most a server connection keeps. Traffic is counted on the pool's statistics and on
+/// `endpoint`'s.
 pub async fn pump(
     client: &mut ClientConn,
     server: &mut PooledConn,
     opts: PumpOptions,
     statements: Option<(&mut ClientStatements, usize)>,
+    endpoint: &PoolStats,
 ) -> PumpResult {
     let max = client.max_message;
     let pool = server.pool().clone();
-    let stats = &pool.stats;
+    let stats = [&pool.stats, endpoint];
     let track = Track::default();
     let counts = Counts::default();
     let wake = tokio::sync::Notify::new();
@@ -305,7 +307,7 @@ pub async fn pump(
                     return PumpEnd::ClientClosed;
                 }
                 sbuf.advance(off);
-                counts.sent(off, queries, xacts, stats);
+                counts.sent(off, queries, xacts, &stats);
                 if queries > 0 {
                     idle_since = Instant::now();
                 }
@@ -331,7 +333,7 @@ pub async fn pump(
         end = client_to_server => end,
         end = server_to_client => end,
     };
-    counts.flush(stats);
+    counts.flush(&stats);
     let clean = track.quiet() && sbuf.is_empty();
     let release = match end {
         PumpEnd::TransactionDone | PumpEnd::Resync => Release::Reuse,
