@@ -77,6 +77,9 @@ async fn check_loop(
         joining,
         ..HealthStreak::default()
     };
+    // The checks' connection, kept between checks: logging in (SCRAM) for every check
+    // would cost more CPU than the check itself.
+    let mut session: Option<Session> = None;
     loop {
         if node.removed() {
             node.release_checker();
@@ -92,7 +95,7 @@ async fn check_loop(
             return;
         };
         let started = Instant::now();
-        let probe = probe(&node.addr, &pg, c.health_timeout).await;
+        let probe = probe(&mut session, &node.addr, &pg, c.health_timeout).await;
         if streak.apply(&cluster, &node, probe) {
             cluster.changed.notify_waiters();
         }
@@ -125,11 +128,30 @@ fn pg_config(
     Some(pg)
 }
 
-/// One check within `limit`. Only a refused or timed-out TCP connect is `Unreachable`:
-/// a server that accepts the connection but is slow to log in or answer (a saturated
-/// machine, a frozen process) fails the check and counts towards `fall`.
-async fn probe(addr: &str, pg: &tokio_postgres::Config, limit: Duration) -> Probe {
+/// One check within `limit`, on the connection kept from the last check when it still
+/// answers, else on a new one (kept for the next check when it works). Only a refused
+/// or timed-out TCP connect is `Unreachable`: a server that accepts the connection but is
+/// slow to log in or answer (a saturated machine, a frozen process) fails the check and
+/// counts towards `fall`.
+async fn probe(
+    session: &mut Option<Session>,
+    addr: &str,
+    pg: &tokio_postgres::Config,
+    limit: Duration,
+) -> Probe {
     let deadline = Instant::now() + limit;
+    if let Some(kept) = session.take().filter(|s| !s.0.is_closed()) {
+        match timeout_at(deadline, query(&kept)).await {
+            Ok(Ok(probe)) => {
+                *session = Some(kept);
+                return probe;
+            }
+            // The server went away since the last check (a restart): try a new login.
+            Ok(Err(e)) if e.is_closed() => {}
+            Ok(Err(e)) => return Probe::Failed(e.to_string()),
+            Err(_) => return Probe::Failed(format!("no answer within {limit:?}")),
+        }
+    }
     let stream = match timeout_at(deadline, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return Probe::Unreachable(e.to_string()),
@@ -141,33 +163,50 @@ async fn probe(addr: &str, pg: &tokio_postgres::Config, limit: Duration) -> Prob
             Ok(c) => c,
             Err(e) => return Probe::Failed(e.to_string()),
         };
-        let conn = tokio::spawn(conn);
-        let probe = match client.query_one(PROBE, &[]).await {
-            Ok(row) => match (
-                row.try_get(0),
-                row.try_get(1),
-                row.try_get::<_, f64>(2),
-                row.try_get::<_, i64>(3),
-                row.try_get::<_, i64>(4),
-            ) {
-                (Ok(in_recovery), Ok(streaming), Ok(lag), Ok(timeline), Ok(lsn)) => Probe::Ok {
-                    in_recovery,
-                    streaming,
-                    lag: Duration::try_from_secs_f64(lag.max(0.0)).unwrap_or(Duration::MAX),
-                    timeline: timeline.max(0) as u64,
-                    lsn: lsn.max(0) as u64,
-                },
-                _ => Probe::Failed("unexpected answer to the health query".into()),
-            },
-            Err(e) => Probe::Failed(e.to_string()),
+        // Ends when the client is dropped or the server closes the connection.
+        tokio::spawn(conn);
+        let statement = match client.prepare(PROBE).await {
+            Ok(s) => s,
+            Err(e) => return Probe::Failed(e.to_string()),
         };
-        drop(client);
-        let _ = conn.await;
-        probe
+        let fresh = Session(client, statement);
+        match query(&fresh).await {
+            Ok(probe) => {
+                *session = Some(fresh);
+                probe
+            }
+            Err(e) => Probe::Failed(e.to_string()),
+        }
     };
     timeout_at(deadline, run)
         .await
         .unwrap_or_else(|_| Probe::Failed(format!("no answer within {limit:?}")))
+}
+
+/// A health-check connection and its prepared health query.
+struct Session(tokio_postgres::Client, tokio_postgres::Statement);
+
+/// Runs the health query.
+async fn query(session: &Session) -> Result<Probe, tokio_postgres::Error> {
+    let row = session.0.query_one(&session.1, &[]).await?;
+    Ok(
+        match (
+            row.try_get(0),
+            row.try_get(1),
+            row.try_get::<_, f64>(2),
+            row.try_get::<_, i64>(3),
+            row.try_get::<_, i64>(4),
+        ) {
+            (Ok(in_recovery), Ok(streaming), Ok(lag), Ok(timeline), Ok(lsn)) => Probe::Ok {
+                in_recovery,
+                streaming,
+                lag: Duration::try_from_secs_f64(lag.max(0.0)).unwrap_or(Duration::MAX),
+                timeline: timeline.max(0) as u64,
+                lsn: lsn.max(0) as u64,
+            },
+            _ => Probe::Failed("unexpected answer to the health query".into()),
+        },
+    )
 }
 
 /// Consecutive results, for rise/fall.
