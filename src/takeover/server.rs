@@ -106,6 +106,7 @@ impl ControlSocket {
 /// One successor's conversation. `Ok(true)` once it has said `GO` and pgfleet stopped
 /// accepting; `Ok(false)` when it left before.
 async fn hand_over(state: &State, conn: &Conn) -> anyhow::Result<bool> {
+    conn.check_peer()?;
     let Some((hello, _)) = conn.recv(SUCCESSOR_GREETING).await? else {
         return Ok(false);
     };

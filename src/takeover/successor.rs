@@ -44,6 +44,7 @@ impl Predecessor {
                 path.display()
             )
         };
+        conn.check_peer().with_context(what)?;
         conn.send::<OwnedFd>(&format!("{HELLO} {}", std::process::id()), &[])
             .await
             .with_context(what)?;

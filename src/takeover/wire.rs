@@ -86,6 +86,25 @@ impl Conn {
         Conn::new(fd)
     }
 
+    /// Fails unless the peer process runs as this process's user (or as root): the
+    /// listening sockets go only to, and come only from, pgfleet's own user.
+    pub fn check_peer(&self) -> io::Result<()> {
+        let peer = rustix::net::sockopt::socket_peercred(&self.fd)?;
+        let me = rustix::process::geteuid();
+        if peer.uid == me || peer.uid.is_root() {
+            return Ok(());
+        }
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "the peer (pid {}) runs as uid {}, not {}",
+                peer.pid,
+                peer.uid.as_raw(),
+                me.as_raw()
+            ),
+        ))
+    }
+
     /// Sends `text` as one message, with `fds` (at most `MAX_FDS`) attached.
     pub async fn send<Fd: AsFd>(&self, text: &str, fds: &[Fd]) -> io::Result<()> {
         if fds.len() > MAX_FDS || text.len() > MAX_MESSAGE {
@@ -185,6 +204,9 @@ mod tests {
         let listener = Listener::bind(&path).unwrap();
         let client = Conn::connect(&path).unwrap();
         let server = listener.accept().await.unwrap();
+        // Both ends run as this test's user.
+        client.check_peer().unwrap();
+        server.check_peer().unwrap();
         let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = tcp.local_addr().unwrap();
         client.send("LISTEN x", &[&tcp]).await.unwrap();
