@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use pgfleet::{config, demo, takeover, Fleet};
+use pgfleet::{config, demo, takeover};
 
 #[derive(Parser)]
 #[command(
@@ -91,36 +91,7 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
-        let control = takeover::control_path(&loaded.config);
-        let mut predecessor = match &control {
-            Some(path) => takeover::Predecessor::find(path).await?,
-            None => None,
-        };
-        let listeners = match predecessor.as_mut() {
-            Some(p) => p.take_listeners()?,
-            None => Default::default(),
-        };
-        // On an error from here on, `predecessor` is dropped unanswered and goes on.
-        let fleet = Fleet::start_with(loaded, listeners).await?;
-        takeover::release_unused(&fleet);
-        if let Some(p) = predecessor {
-            let pid = p.pid;
-            match p.hand_over().await? {
-                true => tracing::info!(pid, "took the listening sockets over"),
-                false => tracing::warn!(pid, "took the listening sockets over; the predecessor did not confirm it stopped accepting"),
-            }
-        }
-        let control = match control.map(|path| takeover::ControlSocket::bind(&path)) {
-            Some(Ok(socket)) => {
-                tracing::info!(path = %socket.path().display(), "control socket listening");
-                Some(tokio::spawn(socket.serve(fleet.state.clone())))
-            }
-            Some(Err(e)) => {
-                tracing::warn!(error = %format!("{e:#}"), "no control socket: a successor cannot take over");
-                None
-            }
-            None => None,
-        };
+        let (fleet, control) = takeover::start(loaded).await?;
         pgfleet::systemd::notify("READY=1");
         let state = fleet.state.clone();
         let (mut stop, mut closing) = (state.stop.subscribe(), state.closing.subscribe());

@@ -21,7 +21,9 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::config::Config;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, Loaded};
 use crate::Fleet;
 
 pub use server::ControlSocket;
@@ -53,8 +55,50 @@ pub fn control_path(config: &Config) -> Option<PathBuf> {
     Some(PathBuf::from(format!("/tmp/.s.PGFLEET.{port}")))
 }
 
+/// Starts pgfleet on `loaded`, taking the listening sockets over from the pgfleet
+/// running on the control socket, if one answers; then serves the control socket. The
+/// task returned ends once pgfleet stops or stops accepting, having removed the
+/// socket's file unless a successor owns it.
+pub async fn start(loaded: Loaded) -> anyhow::Result<(Fleet, Option<JoinHandle<()>>)> {
+    let path = control_path(&loaded.config);
+    let mut predecessor = match &path {
+        Some(path) => Predecessor::find(path).await?,
+        None => None,
+    };
+    let listeners = match predecessor.as_mut() {
+        Some(p) => p.take_listeners()?,
+        None => Default::default(),
+    };
+    // On an error from here on, `predecessor` is dropped unanswered and goes on serving.
+    let fleet = Fleet::start_with(loaded, listeners).await?;
+    release_unused(&fleet);
+    if let Some(p) = predecessor {
+        let pid = p.pid;
+        match p.hand_over().await? {
+            true => tracing::info!(pid, "took the listening sockets over"),
+            false => tracing::warn!(
+                pid,
+                "took the listening sockets over; the predecessor did not confirm it stopped accepting"
+            ),
+        }
+    }
+    let control = match path.map(|path| ControlSocket::bind(&path)) {
+        Some(Ok(socket)) => {
+            tracing::info!(path = %socket.path().display(), "control socket listening");
+            Some(tokio::spawn(socket.serve(fleet.state.clone())))
+        }
+        Some(Err(e)) => {
+            let error = format!("{e:#}");
+            tracing::warn!(error, "no control socket: a successor cannot take over");
+            None
+        }
+        None => None,
+    };
+    Ok((fleet, control))
+}
+
 /// Closes the handed-over sockets the new configuration does not listen on.
-pub fn release_unused(fleet: &Fleet) {
+fn release_unused(fleet: &Fleet) {
     let used: HashSet<SocketAddr> = fleet
         .endpoints
         .values()
