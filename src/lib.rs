@@ -22,6 +22,7 @@ pub mod protocol;
 pub mod state;
 pub mod stats;
 pub mod systemd;
+pub mod takeover;
 
 pub use fleet::Fleet;
 

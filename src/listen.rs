@@ -18,6 +18,21 @@ pub struct Listeners {
 }
 
 impl Listeners {
+    /// Listeners holding sockets handed over by a predecessor process, each under the
+    /// address it is bound to. Fails when a descriptor is not a bound TCP socket.
+    pub fn inherited(fds: Vec<OwnedFd>) -> anyhow::Result<Listeners> {
+        let mut open = BTreeMap::new();
+        for fd in fds {
+            let addr = std::net::TcpListener::from(fd.try_clone()?)
+                .local_addr()
+                .context("a handed-over descriptor is not a TCP socket")?;
+            open.insert(addr, fd);
+        }
+        Ok(Listeners {
+            open: Mutex::new(open),
+        })
+    }
+
     /// A listener on `addr`: bound now (with `SO_REUSEADDR`, backlog 1024), or the one
     /// already open on it. Port 0 always binds a new socket, kept under the address it
     /// got.
@@ -51,6 +66,16 @@ impl Listeners {
         self.lock().clear();
     }
 
+    /// A duplicate of every socket open, with its address, to hand to a successor.
+    pub fn duplicates(&self) -> std::io::Result<Vec<(SocketAddr, OwnedFd)>> {
+        let open = self.lock();
+        let mut out = Vec::with_capacity(open.len());
+        for (addr, fd) in open.iter() {
+            out.push((*addr, fd.try_clone()?));
+        }
+        Ok(out)
+    }
+
     /// The addresses with a socket open.
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.lock().keys().copied().collect()
@@ -66,4 +91,31 @@ fn listener_from(fd: &OwnedFd) -> std::io::Result<TcpListener> {
     let std = std::net::TcpListener::from(fd.try_clone()?);
     std.set_nonblocking(true)?;
     TcpListener::from_std(std)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn inherited_sockets_are_reused_by_address() {
+        let first = Listeners::default();
+        let listener = first.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fds = first
+            .duplicates()
+            .unwrap()
+            .into_iter()
+            .map(|(_, fd)| fd)
+            .collect();
+        let second = Listeners::inherited(fds).unwrap();
+        assert_eq!(second.addrs(), vec![addr]);
+        // The same socket: a connection queued on it is accepted through the successor.
+        let reused = second.bind(addr).unwrap();
+        drop(listener);
+        first.clear();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (_, peer) = reused.accept().await.unwrap();
+        assert!(peer.ip().is_loopback());
+    }
 }

@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use pgfleet::{config, demo, Fleet};
+use pgfleet::{config, demo, takeover};
 
 #[derive(Parser)]
 #[command(
@@ -85,35 +86,53 @@ fn run(path: PathBuf) -> anyhow::Result<()> {
     let loaded = config::load(&path)?;
     let runtime = pgfleet::runtime(loaded.config.general.workers)?;
     runtime.block_on(async {
-        let fleet = Fleet::start(loaded).await?;
         use tokio::signal::unix::{signal, SignalKind};
+        // Before starting, so that a signal during the start is not lost.
         let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
         let mut hup = signal(SignalKind::hangup())?;
+        let (fleet, control) = takeover::start(loaded).await?;
         pgfleet::systemd::notify("READY=1");
-        let mut stopped = fleet.state.stop.subscribe();
-        loop {
+        let state = fleet.state.clone();
+        let (mut stop, mut closing) = (state.stop.subscribe(), state.closing.subscribe());
+        let drain = loop {
             tokio::select! {
-                _ = stopped.changed() => tracing::info!("stopping"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
-                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                _ = stop.wait_for(|s| *s) => break false,
+                _ = int.recv() => { tracing::info!("SIGINT: stopping"); break false }
+                _ = term.recv() => { tracing::info!("SIGTERM: draining"); break true }
+                // A successor has taken the listening sockets over.
+                _ = closing.wait_for(|c| *c) => break true,
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reloading the configuration");
-                    pgfleet::systemd::notify("RELOADING=1");
+                    pgfleet::systemd::reloading();
                     // Logged inside; an invalid configuration leaves the running one.
                     let _ = pgfleet::fleet::reload(&fleet.state).await;
                     pgfleet::systemd::notify("READY=1");
-                    continue;
                 }
             }
-            break;
-        }
+        };
         pgfleet::systemd::notify("STOPPING=1");
+        if drain {
+            state.closing.send_replace(true);
+            let grace = state.current.load().config.general.shutdown_timeout;
+            tracing::info!(?grace, "no longer accepting; waiting for connected clients to finish");
+            tokio::select! {
+                gone = fleet.wait_clients_gone(grace) => if !gone {
+                    tracing::warn!(?grace, "clients still connected after shutdown_timeout: disconnecting them");
+                },
+                _ = int.recv() => tracing::info!("SIGINT: stopping now"),
+                _ = term.recv() => tracing::info!("SIGTERM again: stopping now"),
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        }
         fleet.stop();
-        if !fleet
-            .wait_clients_gone(std::time::Duration::from_secs(5))
-            .await
-        {
-            tracing::warn!("some clients were still connected after 5s");
+        // Sessions tell their clients (57P01) and end; do not wait on a stuck socket.
+        if !fleet.wait_clients_gone(Duration::from_secs(5)).await {
+            tracing::warn!("some clients were still connected 5s after stopping");
+        }
+        if let Some(task) = control {
+            // It removes the control socket's file, unless a successor owns it now.
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
         }
         Ok(())
     })

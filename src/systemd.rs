@@ -26,3 +26,31 @@ pub fn notify(state: &str) {
         tracing::warn!(socket = ?path, state, error = %e, "cannot notify systemd");
     }
 }
+
+/// Tells systemd a configuration reload has begun (`Type=notify-reload`); send
+/// `READY=1` once it is done. systemd asks for the time on `CLOCK_MONOTONIC` with it,
+/// to tell this reload from an earlier one.
+pub fn reloading() {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let usec = u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000
+        + u64::try_from(now.tv_nsec).unwrap_or(0) / 1_000;
+    notify(&reloading_message(usec));
+}
+
+/// The `RELOADING=1` notification at `monotonic_usec`.
+fn reloading_message(monotonic_usec: u64) -> String {
+    format!("RELOADING=1\nMONOTONIC_USEC={monotonic_usec}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reloading_carries_the_monotonic_time() {
+        assert_eq!(
+            reloading_message(12_345_678),
+            "RELOADING=1\nMONOTONIC_USEC=12345678"
+        );
+    }
+}

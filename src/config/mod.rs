@@ -221,9 +221,21 @@ pub fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
     for (k, d) in [
         ("general.client_login_timeout", g.client_login_timeout),
         ("general.stats_period", g.stats_period),
+        ("general.shutdown_timeout", g.shutdown_timeout),
     ] {
         if d > MAX_DURATION {
             return Err(invalid(gfile, k, "must be at most 365 days"));
+        }
+    }
+    if let Some(path) = g
+        .takeover_socket
+        .as_ref()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        // Room for the temporary name a successor binds before moving it into place.
+        if !path.is_absolute() || path.as_os_str().len() > 80 {
+            let msg = "must be an absolute path of at most 80 bytes, or \"\"";
+            return Err(invalid(gfile, "general.takeover_socket", msg));
         }
     }
     if config.clusters.is_empty() {
@@ -432,5 +444,42 @@ role = "replica"
         let p = write(dir.path(), "a.toml", &text);
         let e = load(&p).unwrap_err().to_string();
         assert!(e.contains("endpoints.writer.listen"), "{e}");
+    }
+
+    #[test]
+    fn shutdown_timeout_and_takeover_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "a.toml", CLUSTER);
+        let g = load(&p).unwrap().config.general;
+        assert_eq!(
+            (g.shutdown_timeout.as_secs(), g.takeover_socket),
+            (30, None)
+        );
+        let text = format!("[general]\nshutdown_timeout = \"2s\"\ntakeover_socket = \"/run/pgfleet/t.sock\"\n{CLUSTER}");
+        let g = load(&write(dir.path(), "b.toml", &text))
+            .unwrap()
+            .config
+            .general;
+        assert_eq!(g.shutdown_timeout.as_secs(), 2);
+        assert_eq!(g.takeover_socket.unwrap(), Path::new("/run/pgfleet/t.sock"));
+        for (name, line, key) in [
+            ("c.toml", "shutdown_timeout = \"soon\"", "soon"),
+            (
+                "d.toml",
+                "shutdown_timeout = \"400days\"",
+                "general.shutdown_timeout",
+            ),
+            (
+                "e.toml",
+                "takeover_socket = \"t.sock\"",
+                "general.takeover_socket",
+            ),
+        ] {
+            let text = format!("[general]\n{line}\n{CLUSTER}");
+            let e = load(&write(dir.path(), name, &text))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(name) && e.contains(key), "{e}");
+        }
     }
 }

@@ -65,6 +65,16 @@ pub struct General {
     pub log_connections: bool,
     /// Runtime worker threads; 0 = one per core. Default 0. Needs a restart.
     pub workers: usize,
+    /// On SIGTERM, or once a successor has taken the listening sockets over, how long
+    /// connected clients may go on before they are disconnected (57P01). Default 30s.
+    #[serde(with = "duration")]
+    pub shutdown_timeout: Duration,
+    /// The Unix socket through which a starting pgfleet takes the listening sockets
+    /// over from the one running (an absolute path; `""` turns hand-over off). Default:
+    /// `/tmp/.s.PGFLEET.<port>` with the lowest non-zero listen port, none when every
+    /// port is 0. Needs a restart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub takeover_socket: Option<PathBuf>,
 }
 
 impl Default for General {
@@ -82,6 +92,8 @@ impl Default for General {
             stats_period: Duration::from_secs(60),
             log_connections: true,
             workers: 0,
+            shutdown_timeout: Duration::from_secs(30),
+            takeover_socket: None,
         }
     }
 }

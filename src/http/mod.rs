@@ -31,13 +31,16 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long open connections get to finish their answer once pgfleet stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
-/// Accepts HTTP clients until pgfleet stops.
+/// Accepts HTTP clients until pgfleet stops or stops accepting (`State::closing`);
+/// connections already open go on until it stops.
 pub async fn serve(state: Arc<State>, listener: TcpListener) {
     let mut stop = state.stop.subscribe();
+    let mut closing = state.closing.subscribe();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = stopped(&mut stop) => return,
+            _ = stopped(&mut closing) => return,
         };
         match accepted {
             Ok((stream, _)) => {
@@ -79,7 +82,7 @@ async fn connection(state: Arc<State>, stream: TcpStream) {
     }
 }
 
-/// Resolves once pgfleet is stopping (at once if it already is).
+/// Resolves once the flag is set (at once if it already is).
 async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
