@@ -215,6 +215,11 @@ async fn fifty_reloads_under_pgbench_drop_nothing() {
     let before: Vec<BTreeSet<i64>> =
         blocking(|| (0..2).map(|n| app_backends(&r.cluster, n)).collect());
     assert!(before.iter().all(|pids| !pids.is_empty()), "{before:?}");
+    // The transaction cluster's objects for the members in both configurations.
+    let t = r.cluster_state("t");
+    let kept_nodes: Vec<_> = t.nodes().iter().take(2).cloned().collect();
+    let kept_pools = t.pools.all();
+    let xacts_before: u64 = kept_pools.iter().map(|p| p.stats.snapshot().xacts).sum();
     let mut applied = 0;
     for i in 0..50 {
         let text = if i % 2 == 0 { &b } else { &a };
@@ -232,6 +237,28 @@ async fn fifty_reloads_under_pgbench_drop_nothing() {
             "node {node} lost server connections {lost:?}"
         );
     }
+    // Members, their health and role, pools and statistics carried on.
+    for node in &kept_nodes {
+        assert!(
+            t.nodes().iter().any(|n| Arc::ptr_eq(n, node)),
+            "{} kept",
+            node.addr
+        );
+        assert_eq!(node.health(), Health::Up);
+    }
+    let pools_now = t.pools.all();
+    for pool in kept_pools.iter().filter(|p| p.key.node < 2) {
+        assert!(
+            pools_now.iter().any(|p| Arc::ptr_eq(p, pool)),
+            "{:?} kept",
+            pool.key
+        );
+    }
+    let xacts_after: u64 = kept_pools.iter().map(|p| p.stats.snapshot().xacts).sum();
+    assert!(
+        xacts_after > xacts_before,
+        "{xacts_before} -> {xacts_after}"
+    );
     let mut total = 0;
     for (name, child) in benches {
         let out = blocking(|| pgbench_finish(child));
