@@ -267,8 +267,32 @@ impl ClientSettings {
         upsert(&mut self.unreported, name, sql);
     }
 
+    /// Whether `server` has exactly the reported values, in the same order: the usual
+    /// case, since both lists come from the servers' login messages. Checked first on
+    /// every transaction, so it compares in one pass.
+    fn in_step(&self, server: &ServerConn) -> bool {
+        let mut ours = self.reported.iter();
+        let mut next = ours.next();
+        for (name, value) in &server.params {
+            match next {
+                Some((n, v)) if n == name => {
+                    if v != value {
+                        return false;
+                    }
+                    next = ours.next();
+                }
+                _ if READ_ONLY.contains(&name.as_str()) => {}
+                _ => return false,
+            }
+        }
+        next.is_none()
+    }
+
     /// The statements that bring `server` to these settings, if any are needed.
     pub fn sync_sql(&self, server: &ServerConn) -> Option<String> {
+        if self.unreported.is_empty() && server.applied.is_empty() && self.in_step(server) {
+            return None;
+        }
         let mut statements = Vec::new();
         let calls: Vec<String> = self
             .reported

@@ -94,7 +94,9 @@ pub async fn run(
             Next::Closed => return Ok(PumpEnd::ClientClosed),
         }
         let (_slot, mut server) = checkout(cluster, endpoint, conn, client, &mut pools).await?;
-        if let Some(sql) = settings.sync_sql(&server) {
+        let synced = settings.sync_sql(&server);
+        let resynced = synced.is_some();
+        if let Some(sql) = synced {
             let before = server.params.clone();
             run_on_server(conn, &mut server, &sql).await?;
             server.applied = settings.unreported.clone();
@@ -124,7 +126,10 @@ pub async fn run(
         let dirty = result.settings_dirty || result.statements_dirty;
         match result.end {
             PumpEnd::TransactionDone => {
-                settings.snapshot(&server);
+                // Parameters move only with a sync or a ParameterStatus from the server.
+                if resynced || result.params_changed {
+                    settings.snapshot(&server);
+                }
                 let mut reset = false;
                 for command in result.commands {
                     if command == SqlCommand::DiscardAll {

@@ -84,6 +84,8 @@ pub struct PumpResult {
     pub statements_dirty: bool,
     /// The server answered a RESET or DISCARD ALL (tracked or not).
     pub reset_seen: bool,
+    /// The server sent ParameterStatus: a reported parameter changed.
+    pub params_changed: bool,
     /// Requests (Query, Sync, FunctionCall) sent and not answered.
     pub unanswered: u32,
     /// The server went away outside a transaction block, with every request it was sent
@@ -112,6 +114,7 @@ pub async fn pump(
     let done_wanted = AtomicBool::new(false);
     let expected = Expected::default();
     let untracked_set = AtomicBool::new(false);
+    let params_seen = AtomicBool::new(false);
     let sc = &mut **server;
     let (mut sr, mut sw) = sc.stream.split();
     let (sbuf, params) = (&mut sc.buf, &mut sc.params);
@@ -273,7 +276,10 @@ pub async fn pump(
                             }
                             b'G' => track.copy_in_started(),
                             b'C' => track.command_complete(body(m)),
-                            b'S' => record_parameter(params, body(m)),
+                            b'S' => {
+                                record_parameter(params, body(m));
+                                params_seen.store(true, Ordering::Relaxed);
+                            }
                             _ => {}
                         }
                         if swallow {
@@ -363,6 +369,7 @@ pub async fn pump(
         settings_dirty: track.settings_need_reset(commands.len()),
         statements_dirty: track.statements_need_reset(),
         reset_seen: track.reset_seen(),
+        params_changed: params_seen.into_inner(),
         commands,
         untracked_set: untracked_set.into_inner() || track.untracked_set(),
     }
