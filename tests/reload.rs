@@ -463,8 +463,20 @@ async fn endpoints_and_clusters_added_and_removed_by_reload() {
         .batch_execute("select 1")
         .await
         .unwrap();
-    // The removed endpoint's address can be configured again.
-    let reloaded = r.reload(&base(c, p)).await.unwrap();
+    // The removed endpoint's address can be configured again. A new admin_listen
+    // waits for a restart: the console stays where it is, and the reload says so.
+    let moved = base(c, p).replace(&p.admin.to_string(), "127.0.0.1:1");
+    let reloaded = r.reload(&moved).await.unwrap();
+    assert!(
+        reloaded
+            .warnings
+            .iter()
+            .any(|w| w.contains("admin_listen changes on restart only")),
+        "{:?}",
+        reloaded.warnings
+    );
+    let (ok, out) = blocking(|| console(p.admin, "app", "app", "SHOW VERSION"));
+    assert!(ok, "{out}");
     assert!(
         reloaded
             .changes

@@ -190,6 +190,10 @@ fn keep_restart_settings(new: &mut Config, old: &Config) -> Vec<String> {
         warnings.push("general.http_listen changes on restart only".to_owned());
         n.http_listen = o.http_listen;
     }
+    if n.takeover_socket != o.takeover_socket {
+        warnings.push("general.takeover_socket changes on restart only".to_owned());
+        n.takeover_socket = o.takeover_socket.clone();
+    }
     if n.workers != o.workers {
         warnings.push("general.workers changes on restart only".to_owned());
         n.workers = o.workers;
