@@ -265,8 +265,11 @@ async fn metrics_show_clients_members_and_pools_to_prometheus_parsers() {
     // A session's traffic reaches the pool's counters in batches and when it ends.
     drop((writer, reader));
     let fleet = &s.fleet;
+    // A session's server connection is reset (DISCARD ALL) after the client has gone:
+    // wait for both to be back in their pools too.
+    let main = main_cluster(fleet);
     wait_for("both clients gone", Duration::from_secs(5), || {
-        fleet.state.client_slots.in_use() == 0
+        fleet.state.client_slots.in_use() == 0 && main.pools.all().iter().all(|p| p.active() == 0)
     })
     .await;
     for (format, m) in scrape(http).await {
