@@ -9,14 +9,6 @@ use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pgfleet");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn check_prints_the_effective_config_or_names_the_problem() {
     let dir = tempfile::tempdir().unwrap();

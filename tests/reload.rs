@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use pgfleet::cluster::{ClusterState, Health};
-use pgfleet::harness::{free_port, TestCluster};
+use pgfleet::harness::TestCluster;
 use pgfleet::{config, fleet, Fleet};
 
 /// Fixed loopback addresses for the endpoints, so the configurations written for
@@ -27,7 +27,7 @@ struct Ports {
 
 impl Ports {
     fn new() -> Ports {
-        let next = || SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
+        let next = || SocketAddr::from(([127, 0, 0, 1], free_port()));
         Ports {
             s_reader: next(),
             s_writer: next(),
@@ -379,7 +379,7 @@ async fn endpoints_and_clusters_added_and_removed_by_reload() {
     let r = Reloading::start(base).await;
     let (c, p) = (&r.cluster, &r.ports);
     // A new endpoint listens at once; a new cluster serves once its members are up.
-    let u_writer = SocketAddr::from(([127, 0, 0, 1], free_port().unwrap()));
+    let u_writer = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let u = format!(
         "\n[clusters.t.endpoints.extra]\nlisten = \"{}\"\nrole = \"any\"\n\n[clusters.u]\nhosts = [\"{}\"]\nhealth_user = \"pgcheck\"\nhealth_interval = \"250ms\"\ndrain_timeout = \"1s\"\n\n[clusters.u.endpoints.writer]\nlisten = \"{u_writer}\"\nrole = \"primary\"\n",
         p.extra,

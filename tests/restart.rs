@@ -15,14 +15,6 @@ use pgfleet::harness::TestCluster;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pgfleet");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A configuration on fixed free ports: endpoints, admin console and HTTP.
 struct Conf {
     path: PathBuf,
@@ -144,6 +136,23 @@ impl Drop for Pgfleet {
 }
 
 /// Waits until `addr` answers a query (the nodes' first health checks take a moment).
+/// A one-replica cluster and a folder holding its userlist.
+fn cluster_and_dir() -> (TestCluster, tempfile::TempDir) {
+    let cluster = blocking(|| TestCluster::start(1)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let users = blocking(|| userlist(&cluster));
+    std::fs::write(dir.path().join("userlist.txt"), users).unwrap();
+    (cluster, dir)
+}
+
+/// Starts pgfleet `name` on `conf` and waits until it is ready and serves its writer.
+async fn start_serving(name: &'static str, conf: &Conf, dir: &Path) -> Pgfleet {
+    let p = Pgfleet::start(name, &conf.path, dir);
+    blocking(|| p.notified("READY=1", Duration::from_secs(15)));
+    serving(conf.writer).await;
+    p
+}
+
 async fn serving(addr: SocketAddr) {
     let start = Instant::now();
     loop {
@@ -194,23 +203,15 @@ fn pgbench_count(out: &str, label: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_successor_takes_over_with_no_client_refused() {
-    let cluster = blocking(|| TestCluster::start(1)).unwrap();
+    let (cluster, dir) = cluster_and_dir();
     blocking(|| cluster.pgbench_init(1)).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("userlist.txt"),
-        blocking(|| userlist(&cluster)),
-    )
-    .unwrap();
     let conf = write_conf(
         &cluster,
         dir.path(),
         "pgfleet.toml",
         "shutdown_timeout = \"20s\"",
     );
-    let mut a = Pgfleet::start("a", &conf.path, dir.path());
-    blocking(|| a.notified("READY=1", Duration::from_secs(15)));
-    serving(conf.writer).await;
+    let mut a = start_serving("a", &conf, dir.path()).await;
 
     // Persistent clients, and clients that connect anew for every transaction.
     let bench = ["-c", "4", "-j", "1", "-T", "6"];
@@ -282,13 +283,7 @@ async fn a_successor_takes_over_with_no_client_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_sigint_stops_now() {
-    let cluster = blocking(|| TestCluster::start(1)).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("userlist.txt"),
-        blocking(|| userlist(&cluster)),
-    )
-    .unwrap();
+    let (cluster, dir) = cluster_and_dir();
     let conf = write_conf(
         &cluster,
         dir.path(),
@@ -297,9 +292,7 @@ async fn sigterm_drains_and_sigint_stops_now() {
     );
 
     // SIGTERM: new clients are refused, the connected one goes on; it leaves, pgfleet exits.
-    let mut a = Pgfleet::start("a", &conf.path, dir.path());
-    blocking(|| a.notified("READY=1", Duration::from_secs(15)));
-    serving(conf.writer).await;
+    let mut a = start_serving("a", &conf, dir.path()).await;
     let (client, _conn) = session(conf.writer).await;
     a.signal(libc::SIGTERM);
     blocking(|| a.notified("STOPPING=1", Duration::from_secs(5)));
@@ -316,9 +309,7 @@ async fn sigterm_drains_and_sigint_stops_now() {
     );
 
     // SIGTERM with a client that stays: it is disconnected (57P01) at shutdown_timeout.
-    let mut b = Pgfleet::start("b", &conf.path, dir.path());
-    blocking(|| b.notified("READY=1", Duration::from_secs(15)));
-    serving(conf.writer).await;
+    let mut b = start_serving("b", &conf, dir.path()).await;
     let (client, conn) = session(conf.writer).await;
     let signalled = Instant::now();
     b.signal(libc::SIGTERM);
@@ -347,9 +338,7 @@ async fn sigterm_drains_and_sigint_stops_now() {
         ("c", &[libc::SIGTERM, libc::SIGTERM][..]),
         ("d", &[libc::SIGINT][..]),
     ] {
-        let mut p = Pgfleet::start(name, &conf.path, dir.path());
-        blocking(|| p.notified("READY=1", Duration::from_secs(15)));
-        serving(conf.writer).await;
+        let mut p = start_serving(name, &conf, dir.path()).await;
         let (client, conn) = session(conf.writer).await;
         client.simple_query("select 1").await.unwrap();
         let signalled = Instant::now();
@@ -385,19 +374,11 @@ async fn wait_for_refused(addr: SocketAddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_successor_that_cannot_start_leaves_the_running_one_serving() {
-    let cluster = blocking(|| TestCluster::start(1)).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("userlist.txt"),
-        blocking(|| userlist(&cluster)),
-    )
-    .unwrap();
+    let (cluster, dir) = cluster_and_dir();
     let socket = dir.path().join("takeover.sock");
     let general = format!("takeover_socket = \"{}\"", socket.display());
     let conf = write_conf(&cluster, dir.path(), "pgfleet.toml", &general);
-    let mut a = Pgfleet::start("a", &conf.path, dir.path());
-    blocking(|| a.notified("READY=1", Duration::from_secs(15)));
-    serving(conf.writer).await;
+    let mut a = start_serving("a", &conf, dir.path()).await;
     assert!(socket.exists());
 
     // An invalid configuration: refused before anything is asked of A.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use rand::Rng;
 
 use crate::cluster::{ClusterState, EndpointState, Node};
-use crate::config::{Balance, Fallback, Role};
+use crate::config::{self, Balance, Fallback, Role};
 
 /// Picks a node for a new session on `endpoint`, or `None` if no node fits now.
 ///
@@ -18,19 +18,24 @@ use crate::config::{Balance, Fallback, Role};
 /// A `replica` endpoint with `fallback = "primary"` takes the writer when no replica
 /// fits.
 pub fn pick(cluster: &ClusterState, endpoint: &EndpointState) -> Option<Arc<Node>> {
-    let chosen = choose(cluster, endpoint);
-    match (chosen, endpoint.config().role, endpoint.config().fallback) {
+    let config = endpoint.config();
+    let chosen = choose(cluster, endpoint, &config);
+    match (chosen, config.role, config.fallback) {
         (None, Role::Replica, Fallback::Primary) => cluster.writer(),
         (chosen, _, _) => chosen,
     }
 }
 
 /// `pick` among the nodes that fit the endpoint's role.
-fn choose(cluster: &ClusterState, endpoint: &EndpointState) -> Option<Arc<Node>> {
-    let role = endpoint.config().role;
+fn choose(
+    cluster: &ClusterState,
+    endpoint: &EndpointState,
+    config: &config::Endpoint,
+) -> Option<Arc<Node>> {
+    let role = config.role;
     let nodes = cluster.nodes();
     let fitting = || nodes.iter().filter(move |n| cluster.fits(n, role));
-    let chosen = match endpoint.config().balance {
+    let chosen = match config.balance {
         Balance::Leastconn => {
             let load = |n: &Node| (n.sessions(endpoint.slot), n.total_sessions());
             let (mut best, mut ties) = (None, 0usize);

@@ -88,19 +88,24 @@ async fn check_loop(
                 return;
             }
         }
-        let c = cluster.config();
-        let password = cluster.health_password();
-        let Some(pg) = pg_config(&node.addr, &c.health_user, &c.health_database, password) else {
+        // Settings as they are now (a reload may change them), not held while waiting.
+        let (pg, timeout, interval) = {
+            let c = cluster.config();
+            let password = cluster.health_password();
+            let pg = pg_config(&node.addr, &c.health_user, &c.health_database, password);
+            (pg, c.health_timeout, c.health_interval)
+        };
+        let Some(pg) = pg else {
             warn!(cluster = %cluster.name, node = %node.addr, "cannot parse the node address; not checked");
             return;
         };
         let started = Instant::now();
-        let probe = probe(&mut session, &node.addr, &pg, c.health_timeout).await;
+        let probe = probe(&mut session, &node.addr, &pg, timeout).await;
         if streak.apply(&cluster, &node, probe) {
             cluster.changed.notify_waiters();
         }
         tokio::select! {
-            _ = sleep_until(started + c.health_interval) => {}
+            _ = sleep_until(started + interval) => {}
             _ = stop.changed() => {
                 node.release_checker();
                 return;

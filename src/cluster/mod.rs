@@ -102,9 +102,9 @@ impl ClusterState {
         }
     }
 
-    /// The cluster's settings now.
-    pub fn config(&self) -> Arc<config::Cluster> {
-        self.config.load_full()
+    /// The cluster's settings now (one atomic load; no reference count touched).
+    pub fn config(&self) -> Guard<Arc<config::Cluster>> {
+        self.config.load()
     }
 
     /// The endpoints, open ones in configuration order (removed ones leave the list).

@@ -132,7 +132,7 @@ fn plan_clusters(
             None => (Arc::new(ClusterState::new(name, c)), false),
         };
         let unchanged =
-            is_running && *cluster.config() == *c && cluster.health_password() == health_password;
+            is_running && **cluster.config() == *c && cluster.health_password() == health_password;
         let source = match unchanged {
             true => None,
             false => Some(launch::source(name, c, health_password.clone())?),

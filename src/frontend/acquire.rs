@@ -26,14 +26,15 @@ pub async fn acquire(
     max_message: usize,
     cache: &mut PoolCache,
 ) -> Result<(SessionSlot, PooledConn), ClientError> {
-    let config = &cluster.config().pool;
+    let (query_wait, failover) = {
+        let c = cluster.config();
+        (c.pool.query_wait_timeout, c.failover_timeout)
+    };
+    let role = endpoint.config().role;
     let started = tokio::time::Instant::now();
-    let deadline = started + config.query_wait_timeout;
-    let (node_deadline, waited) = match endpoint.config().role {
-        Role::Primary => (
-            started + cluster.config().failover_timeout,
-            "failover_timeout",
-        ),
+    let deadline = started + query_wait;
+    let (node_deadline, waited) = match role {
+        Role::Primary => (started + failover, "failover_timeout"),
         _ => (deadline, "query_wait_timeout"),
     };
     loop {
@@ -52,7 +53,7 @@ pub async fn acquire(
         }
         let Some(node) = balance::pick(cluster, endpoint) else {
             if timeout_at(node_deadline, changed).await.is_err() {
-                let role = format!("{:?}", endpoint.config().role).to_lowercase();
+                let role = format!("{role:?}").to_lowercase();
                 return Err(ClientError::fatal(
                     sqlstate::CANNOT_CONNECT_NOW,
                     format!(

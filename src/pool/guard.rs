@@ -71,7 +71,10 @@ impl Drop for PooledConn {
             return;
         };
         let cancels_done = !conn.cancel_gate.busy() && !conn.cancel_gate.unsure();
-        if self.release == Release::Reuse && cancels_done && self.pool.still_good(&conn) {
+        if self.release == Release::Reuse
+            && cancels_done
+            && self.pool.still_good(&conn, &self.pool.config())
+        {
             self.pool.put_idle(conn);
             drop(slot);
             return;
@@ -101,7 +104,7 @@ async fn give_back(
         }
         Release::Clean => reset(&pool, &mut conn).await,
     };
-    if reusable && pool.still_good(&conn) {
+    if reusable && pool.still_good(&conn, &pool.config()) {
         pool.put_idle(conn);
         drop(slot);
     } else {

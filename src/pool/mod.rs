@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Guard};
 use tokio::sync::OwnedSemaphorePermit;
 
 pub use guard::{PooledConn, Release};
@@ -114,8 +114,8 @@ impl Pool {
     }
 
     /// The pool's settings now.
-    pub fn config(&self) -> Arc<config::Pool> {
-        self.config.load_full()
+    pub fn config(&self) -> Guard<Arc<config::Pool>> {
+        self.config.load()
     }
 
     /// Applies reloaded settings: the size changes at once for new checkouts (a
@@ -159,7 +159,7 @@ impl Pool {
             let Some(mut conn) = candidate else {
                 break self.connect(set, deadline).await?;
             };
-            if !self.still_good(&conn) || !conn.quiet() {
+            if !self.still_good(&conn, &config) || !conn.quiet() {
                 tokio::spawn(conn.terminate());
                 continue;
             }
@@ -178,10 +178,9 @@ impl Pool {
         Ok(PooledConn::new(conn, self.clone(), slot))
     }
 
-    /// Whether an idle connection may still be used.
-    fn still_good(&self, conn: &ServerConn) -> bool {
-        conn.generation == self.node.generation()
-            && conn.created.elapsed() < self.config().server_lifetime
+    /// Whether an idle connection may still be used under the pool's `config`.
+    fn still_good(&self, conn: &ServerConn, config: &config::Pool) -> bool {
+        conn.generation == self.node.generation() && conn.created.elapsed() < config.server_lifetime
     }
 
     async fn connect(

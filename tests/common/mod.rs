@@ -152,6 +152,11 @@ pub fn main_cluster(fleet: &Fleet) -> std::sync::Arc<ClusterState> {
     fleet.state.current.load().clusters[0].clone()
 }
 
+/// A loopback port free now, never handed out twice in this process.
+pub fn free_port() -> u16 {
+    pgfleet::harness::free_port().unwrap()
+}
+
 /// Polls `cond` every 50 ms until it holds; panics after `limit`.
 pub async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
