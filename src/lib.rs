@@ -12,6 +12,7 @@ pub mod clients;
 pub mod cluster;
 pub mod config;
 pub mod discovery;
+pub mod dormant;
 pub mod fleet;
 pub mod frontend;
 pub mod harness;

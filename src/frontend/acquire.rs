@@ -33,40 +33,26 @@ pub async fn acquire(
     let role = endpoint.config().role;
     let started = tokio::time::Instant::now();
     let deadline = started + query_wait;
-    let (node_deadline, waited) = match role {
-        Role::Primary => (started + failover, "failover_timeout"),
-        _ => (deadline, "query_wait_timeout"),
+    let node_deadline = match role {
+        Role::Primary => started + failover,
+        _ => deadline,
     };
     loop {
-        let changed = cluster.changed.notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
-        if cluster.paused() {
-            // PAUSE: wait for RESUME (which notifies `changed`).
-            if timeout_at(deadline, changed).await.is_err() {
-                return Err(ClientError::fatal(
-                    sqlstate::CANNOT_CONNECT_NOW,
-                    "the cluster stayed paused (PAUSE) for query_wait_timeout",
-                ));
-            }
-            continue;
-        }
-        let Some(node) = balance::pick(cluster, endpoint) else {
-            if timeout_at(node_deadline, changed).await.is_err() {
-                let role = format!("{role:?}").to_lowercase();
-                return Err(ClientError::fatal(
-                    sqlstate::CANNOT_CONNECT_NOW,
-                    format!(
-                        "no healthy {role} node for endpoint \"{}\" within {waited}",
-                        endpoint.name
-                    ),
-                ));
-            }
+        // The common case registers for no wake-up: not paused, and a node fits.
+        let picked = match cluster.paused() {
+            true => None,
+            false => balance::pick(cluster, endpoint),
+        };
+        let Some(node) = picked else {
+            wait_for_change(cluster, endpoint, deadline, node_deadline).await?;
             continue;
         };
         let slot = SessionSlot::new(node.clone(), endpoint.slot);
         let pool = cache.get(cluster, &node, database, cred, max_message);
-        match pool.checkout(&cluster.pools, deadline).await {
+        match pool
+            .checkout(&cluster.pools, started.into_std(), deadline)
+            .await
+        {
             Ok(server) => return Ok((slot, server)),
             Err(CheckoutError::Timeout) => {
                 return Err(ClientError::fatal(
@@ -95,6 +81,50 @@ pub async fn acquire(
             }
         }
     }
+}
+
+/// Waits, while the cluster is paused or no node fits the endpoint, for a change
+/// (RESUME, a node's health or role), until `deadline` for a pause and `node_deadline`
+/// for a node. Returns at once if the state changed since the caller looked.
+async fn wait_for_change(
+    cluster: &ClusterState,
+    endpoint: &EndpointState,
+    deadline: tokio::time::Instant,
+    node_deadline: tokio::time::Instant,
+) -> Result<(), ClientError> {
+    let changed = cluster.changed.notified();
+    tokio::pin!(changed);
+    // Registered before looking again, so a change from here on is not missed.
+    changed.as_mut().enable();
+    if cluster.paused() {
+        // PAUSE: wait for RESUME (which notifies `changed`).
+        if timeout_at(deadline, changed).await.is_err() {
+            return Err(ClientError::fatal(
+                sqlstate::CANNOT_CONNECT_NOW,
+                "the cluster stayed paused (PAUSE) for query_wait_timeout",
+            ));
+        }
+        return Ok(());
+    }
+    if balance::pick(cluster, endpoint).is_some() {
+        return Ok(());
+    }
+    if timeout_at(node_deadline, changed).await.is_err() {
+        let role = endpoint.config().role;
+        let waited = match role {
+            Role::Primary => "failover_timeout",
+            _ => "query_wait_timeout",
+        };
+        let role = format!("{role:?}").to_lowercase();
+        return Err(ClientError::fatal(
+            sqlstate::CANNOT_CONNECT_NOW,
+            format!(
+                "no healthy {role} node for endpoint \"{}\" within {waited}",
+                endpoint.name
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// One client's pools by node, so a transaction finds its pool without the pool set's

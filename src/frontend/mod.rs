@@ -22,6 +22,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::cancel::send_cancel;
 use crate::clients::NewClient;
 use crate::cluster::{ClusterState, EndpointState, Phase};
+use crate::dormant::Dormant;
 use crate::pool::Credentials;
 use crate::protocol::sqlstate;
 use crate::state::{State, Topology};
@@ -172,7 +173,8 @@ async fn handle_client(
     }
 }
 
-/// Runs `f` unless the process is told to stop, or `ended` resolves, first.
+/// Runs `f` unless the process is told to stop, or `ended` resolves, first. The two
+/// signals are polled only when they fire, not on each of `f`'s wake-ups.
 async fn until_stopped<F: std::future::Future>(
     mut stop: watch::Receiver<bool>,
     ended: impl std::future::Future<Output = ()>,
@@ -181,9 +183,14 @@ async fn until_stopped<F: std::future::Future>(
     if *stop.borrow() {
         return None;
     }
+    let stopped = Dormant::new(async move {
+        let _ = stop.changed().await;
+    });
+    let ended = Dormant::new(ended);
     tokio::select! {
+        biased;
         out = f => Some(out),
-        _ = stop.changed() => None,
+        _ = stopped => None,
         _ = ended => None,
     }
 }

@@ -99,7 +99,10 @@ pub fn looks_like_set(sql: &str) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct ClientSettings {
     /// Reported parameters as the client last saw them.
-    pub reported: Vec<(String, String)>,
+    reported: Vec<(String, String)>,
+    /// A keyed hash of `reported`, kept up to date by every method that changes it: a
+    /// server connection found in step with these values remembers it (see `sync_sql`).
+    fingerprint: u64,
     /// Settings not reported by the server: (name, statement that sets it).
     pub unreported: Vec<(String, String)>,
     /// The startup settings: what RESET brings a setting back to, as on PostgreSQL.
@@ -140,7 +143,15 @@ impl ClientSettings {
                 s.upsert(name, sql);
             }
         }
+        s.refingerprint();
         s
+    }
+
+    fn refingerprint(&mut self) {
+        use std::hash::BuildHasher;
+        static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+            std::sync::OnceLock::new();
+        self.fingerprint = KEYS.get_or_init(Default::default).hash_one(&self.reported);
     }
 
     /// After the startup settings were applied on `server` (whose parameters were
@@ -182,6 +193,7 @@ impl ClientSettings {
             changed.push(slot.clone());
             now.clone_into(sent);
         }
+        self.refingerprint();
         changed
     }
 
@@ -210,6 +222,7 @@ impl ClientSettings {
                 None => self.reported.push((name.clone(), value.clone())),
             }
         }
+        self.refingerprint();
     }
 
     /// Records a session command that took effect on `server`, and what it did to the
@@ -261,6 +274,7 @@ impl ClientSettings {
                 }
             }
         }
+        self.refingerprint();
     }
 
     fn upsert(&mut self, name: &str, sql: String) {
@@ -288,10 +302,18 @@ impl ClientSettings {
         next.is_none()
     }
 
-    /// The statements that bring `server` to these settings, if any are needed.
-    pub fn sync_sql(&self, server: &ServerConn) -> Option<String> {
-        if self.unreported.is_empty() && server.applied.is_empty() && self.in_step(server) {
-            return None;
+    /// The statements that bring `server` to these settings, if any are needed. A
+    /// connection found in step remembers these values' fingerprint until its
+    /// parameters change, so the next client with the same settings compares nothing.
+    pub fn sync_sql(&self, server: &mut ServerConn) -> Option<String> {
+        if self.unreported.is_empty() && server.applied.is_empty() {
+            if server.in_step_with == Some(self.fingerprint) {
+                return None;
+            }
+            if self.in_step(server) {
+                server.in_step_with = Some(self.fingerprint);
+                return None;
+            }
         }
         let mut statements = Vec::new();
         let calls: Vec<String> = self

@@ -18,7 +18,8 @@ pub struct Track {
     /// When the oldest request still waiting for ReadyForQuery was sent, in
     /// nanoseconds after `epoch` plus one (0: nothing in flight).
     busy_since: AtomicU64,
-    epoch: Instant,
+    /// Set when requests are timed (a `query_timeout`): without one, no clock is read.
+    epoch: Option<Instant>,
     /// Requests (Query, Sync, FunctionCall) sent and answered (ReadyForQuery): the
     /// n-th request is answered by the n-th ReadyForQuery.
     sent: AtomicU64,
@@ -56,14 +57,16 @@ struct Pending {
     done: Option<bool>,
 }
 
-impl Default for Track {
-    fn default() -> Self {
+impl Track {
+    /// A connection at rest; `timed` when the time since the oldest unanswered request
+    /// is needed (`busy_since`).
+    pub fn new(timed: bool) -> Self {
         Track {
             pending: AtomicU32::new(0),
             status: AtomicU8::new(b'I'),
             unsynced: AtomicBool::new(false),
             busy_since: AtomicU64::new(0),
-            epoch: Instant::now(),
+            epoch: timed.then(Instant::now),
             sent: AtomicU64::new(0),
             answered: AtomicU64::new(0),
             commands: Mutex::new(Vec::new()),
@@ -77,13 +80,7 @@ impl Default for Track {
             reset_seen: AtomicBool::new(false),
         }
     }
-}
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Track {
     /// A client message about to be forwarded.
     pub fn client_message(&self, tag: u8) {
         match tag {
@@ -241,7 +238,10 @@ impl Track {
     }
 
     fn mark_busy(&self) {
-        let ns = self.epoch.elapsed().as_nanos().min(u64::MAX as u128 - 1) as u64;
+        let Some(epoch) = self.epoch else {
+            return;
+        };
+        let ns = epoch.elapsed().as_nanos().min(u64::MAX as u128 - 1) as u64;
         self.busy_since.store(ns + 1, Ordering::Relaxed);
     }
 
@@ -299,7 +299,11 @@ impl Track {
     pub fn busy_since(&self) -> Option<Instant> {
         match self.busy_since.load(Ordering::Relaxed) {
             0 => None,
-            ns => Some(self.epoch + std::time::Duration::from_nanos(ns - 1)),
+            ns => Some(self.epoch? + std::time::Duration::from_nanos(ns - 1)),
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

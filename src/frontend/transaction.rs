@@ -94,7 +94,7 @@ pub async fn run(
             Next::Closed => return Ok(PumpEnd::ClientClosed),
         }
         let (_slot, mut server) = checkout(cluster, endpoint, conn, client, &mut pools).await?;
-        let synced = settings.sync_sql(&server);
+        let synced = settings.sync_sql(&mut server);
         let resynced = synced.is_some();
         if let Some(sql) = synced {
             let before = server.params.clone();

@@ -3,7 +3,7 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -25,7 +25,7 @@ pub enum Release {
 /// A server connection checked out of a pool.
 #[derive(Debug)]
 pub struct PooledConn {
-    conn: Option<ServerConn>,
+    conn: Option<Box<ServerConn>>,
     pool: Arc<Pool>,
     slot: Option<OwnedSemaphorePermit>,
     /// Set by the session before dropping the guard; `Close` unless it says otherwise.
@@ -33,7 +33,7 @@ pub struct PooledConn {
 }
 
 impl PooledConn {
-    pub(super) fn new(conn: ServerConn, pool: Arc<Pool>, slot: OwnedSemaphorePermit) -> Self {
+    pub(super) fn new(conn: Box<ServerConn>, pool: Arc<Pool>, slot: OwnedSemaphorePermit) -> Self {
         PooledConn {
             conn: Some(conn),
             pool,
@@ -71,11 +71,12 @@ impl Drop for PooledConn {
             return;
         };
         let cancels_done = !conn.cancel_gate.busy() && !conn.cancel_gate.unsure();
+        let now = Instant::now();
         if self.release == Release::Reuse
             && cancels_done
-            && self.pool.still_good(&conn, &self.pool.config())
+            && self.pool.still_good(&conn, &self.pool.config(), now)
         {
-            self.pool.put_idle(conn);
+            self.pool.put_idle(conn, now);
             drop(slot);
             return;
         }
@@ -89,7 +90,7 @@ impl Drop for PooledConn {
 /// Resets `conn` as `release` says and returns it to `pool`, then frees the slot.
 async fn give_back(
     pool: Arc<Pool>,
-    mut conn: ServerConn,
+    mut conn: Box<ServerConn>,
     slot: OwnedSemaphorePermit,
     release: Release,
 ) {
@@ -104,8 +105,9 @@ async fn give_back(
         }
         Release::Clean => reset(&pool, &mut conn).await,
     };
-    if reusable && pool.still_good(&conn, &pool.config()) {
-        pool.put_idle(conn);
+    let now = Instant::now();
+    if reusable && pool.still_good(&conn, &pool.config(), now) {
+        pool.put_idle(conn, now);
         drop(slot);
     } else {
         drop(slot);

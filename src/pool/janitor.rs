@@ -3,7 +3,7 @@
 //! `min_pool_size` connections open to every healthy node.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -70,7 +70,7 @@ async fn warm(cluster: &ClusterState, max_message: usize) {
                 };
                 let deadline = tokio::time::Instant::now() + config.server_connect_timeout;
                 match pool.connect(&cluster.pools, deadline).await {
-                    Ok(conn) => pool.put_idle(conn),
+                    Ok(conn) => pool.put_idle(conn, Instant::now()),
                     Err(e) => {
                         tracing::debug!(node = %node.addr, db = %database, error = %e, "min_pool_size: cannot open a server connection");
                         break;

@@ -1,6 +1,7 @@
 //! Server connections per (node, database, user). `Pool::checkout` hands out a guard
 //! whose Drop resets the connection and returns it (or closes it).
 
+mod counter;
 mod guard;
 pub mod janitor;
 mod prepared;
@@ -71,7 +72,9 @@ pub struct Pool {
     /// The cluster's `pool` settings, replaced on reload.
     config: ArcSwap<config::Pool>,
     pub max_message: usize,
-    idle: Mutex<Vec<ServerConn>>,
+    /// Boxed, so handing a connection out and back moves a pointer.
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<ServerConn>>>,
     /// `default_pool_size` permits: one per connection in use or being reset.
     slots: Capacity,
     open: Arc<AtomicUsize>,
@@ -137,34 +140,39 @@ impl Pool {
     }
 
     /// Hands out a server connection, waiting until `deadline` for a free slot.
+    /// `started` is when the client began to wait (the clock is not read again when a
+    /// slot and an idle connection are free at once).
     pub async fn checkout(
         self: &Arc<Self>,
         set: &PoolSet,
+        started: Instant,
         deadline: tokio::time::Instant,
     ) -> Result<PooledConn, CheckoutError> {
-        let started = Instant::now();
-        let slot = match self.slots.try_acquire() {
-            Some(slot) => slot,
+        let (slot, mut waited) = match self.slots.try_acquire() {
+            Some(slot) => (slot, false),
             None => {
                 // Counted only on this slow path, for SHOW POOLS' cl_waiting.
                 self.waiting.fetch_add(1, Ordering::Relaxed);
                 let waited = self.slots.acquire_until(deadline).await;
                 self.waiting.fetch_sub(1, Ordering::Relaxed);
-                waited.ok_or(CheckoutError::Timeout)?
+                (waited.ok_or(CheckoutError::Timeout)?, true)
             }
         };
         let config = self.config();
         let conn = loop {
             let candidate = lock(&self.idle).pop();
             let Some(mut conn) = candidate else {
+                waited = true;
                 break self.connect(set, deadline).await?;
             };
-            if !self.still_good(&conn, &config) || !conn.quiet() {
+            if !self.still_good(&conn, &config, started) || !conn.quiet() {
                 tokio::spawn(conn.terminate());
                 continue;
             }
             let q = &config.server_check_query;
-            if !q.is_empty() && conn.last_used.elapsed() >= config.server_check_delay {
+            let unused = started.saturating_duration_since(conn.last_used);
+            if !q.is_empty() && unused >= config.server_check_delay {
+                waited = true;
                 let limit = config.server_connect_timeout;
                 let check = tokio::time::timeout(limit, conn.simple_query(q, self.max_message));
                 if !matches!(check.await, Ok(Ok(None))) {
@@ -174,20 +182,24 @@ impl Pool {
             }
             break conn;
         };
-        self.stats.record_wait(started.elapsed());
+        self.stats.record_wait(match waited {
+            true => started.elapsed(),
+            false => Duration::ZERO,
+        });
         Ok(PooledConn::new(conn, self.clone(), slot))
     }
 
-    /// Whether an idle connection may still be used under the pool's `config`.
-    fn still_good(&self, conn: &ServerConn, config: &config::Pool) -> bool {
-        conn.generation == self.node.generation() && conn.created.elapsed() < config.server_lifetime
+    /// Whether an idle connection may still be used at `now` under the pool's `config`.
+    fn still_good(&self, conn: &ServerConn, config: &config::Pool, now: Instant) -> bool {
+        conn.generation == self.node.generation()
+            && now.saturating_duration_since(conn.created) < config.server_lifetime
     }
 
     async fn connect(
         &self,
         set: &PoolSet,
         deadline: tokio::time::Instant,
-    ) -> Result<ServerConn, CheckoutError> {
+    ) -> Result<Box<ServerConn>, CheckoutError> {
         let config = self.config();
         let db_slot = match set.db_limit(&self.key, config.max_db_connections) {
             None => None,
@@ -209,9 +221,11 @@ impl Pool {
             open,
             generation,
         );
-        let mut conn = tokio::time::timeout(limit, connect)
-            .await
-            .map_err(|_| ServerError::Timeout(limit))??;
+        let mut conn = Box::new(
+            tokio::time::timeout(limit, connect)
+                .await
+                .map_err(|_| ServerError::Timeout(limit))??,
+        );
         let info = crate::cluster::sockets::ServerInfo {
             pid: conn.backend_pid,
             database: self.key.database.clone(),
@@ -224,14 +238,15 @@ impl Pool {
         Ok(conn)
     }
 
-    /// Puts a clean connection back.
-    fn put_idle(&self, mut conn: ServerConn) {
-        conn.last_used = Instant::now();
+    /// Puts a clean connection back, last used `now`.
+    fn put_idle(&self, mut conn: Box<ServerConn>, now: Instant) {
+        conn.last_used = now;
         lock(&self.idle).push(conn);
     }
 
     /// Removes the idle connections `keep` says no to; returns them for closing.
-    fn take_idle_where(&self, mut remove: impl FnMut(&ServerConn) -> bool) -> Vec<ServerConn> {
+    #[allow(clippy::vec_box)]
+    fn take_idle_where(&self, mut remove: impl FnMut(&ServerConn) -> bool) -> Vec<Box<ServerConn>> {
         let mut idle = lock(&self.idle);
         let mut out = Vec::new();
         let mut i = 0;
@@ -422,7 +437,8 @@ async fn db_slot(
 }
 
 /// Sends Terminate to each connection in the background.
-fn close_all(conns: Vec<ServerConn>) {
+#[allow(clippy::vec_box)]
+fn close_all(conns: Vec<Box<ServerConn>>) {
     if conns.is_empty() {
         return;
     }

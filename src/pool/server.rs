@@ -52,6 +52,9 @@ pub struct ServerConn {
     pub buf: BytesMut,
     /// The server's ParameterStatus values, kept current.
     pub params: Vec<(String, String)>,
+    /// The fingerprint of client settings `params` were last found in step with; reset
+    /// whenever `params` change (see `ClientSettings::sync_sql`).
+    pub in_step_with: Option<u64>,
     /// The server's BackendKeyData, for cancel requests.
     pub backend_pid: u32,
     pub backend_key: u32,
@@ -88,6 +91,7 @@ impl ServerConn {
             stream,
             buf: BytesMut::with_capacity(8192),
             params: Vec::new(),
+            in_step_with: None,
             backend_pid: 0,
             backend_key: 0,
             created: now,
@@ -229,6 +233,7 @@ impl ServerConn {
 
     /// Records a ParameterStatus body.
     pub fn record_parameter(&mut self, body: &[u8]) {
+        self.in_step_with = None;
         record_parameter(&mut self.params, body);
     }
 

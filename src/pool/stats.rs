@@ -1,6 +1,8 @@
 //! Per-pool counters, like PgBouncer's SHOW STATS totals.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+
+use super::counter::Counter;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -8,19 +10,19 @@ use std::time::Duration;
 #[derive(Debug, Default)]
 pub struct PoolStats {
     /// Transactions completed (ReadyForQuery back to idle).
-    pub xacts: AtomicU64,
+    pub xacts: Counter,
     /// Queries completed (ReadyForQuery).
-    pub queries: AtomicU64,
+    pub queries: Counter,
     /// Bytes from clients to servers.
-    pub bytes_received: AtomicU64,
+    pub bytes_received: Counter,
     /// Bytes from servers to clients.
-    pub bytes_sent: AtomicU64,
+    pub bytes_sent: Counter,
     /// Time clients waited for a server connection, in microseconds.
-    pub wait_us: AtomicU64,
+    pub wait_us: Counter,
     /// Checkouts (sessions started on this pool).
-    pub checkouts: AtomicU64,
+    pub checkouts: Counter,
     /// Checkouts by wait, one count per `WAIT_BUCKETS` bound (not cumulative).
-    wait_buckets: [AtomicU64; WAIT_BUCKETS.len()],
+    wait_buckets: [Counter; WAIT_BUCKETS.len()],
     /// The change over the last `stats_period` and its length, for averages.
     last_period: Mutex<Option<(StatsSnapshot, Duration)>>,
 }

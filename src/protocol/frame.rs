@@ -49,11 +49,35 @@ pub fn body(message: &[u8]) -> &[u8] {
 
 /// Reads a NUL-terminated string from `buf` at `*pos`, advancing past the NUL.
 pub fn read_cstr<'a>(buf: &'a [u8], pos: &mut usize) -> Option<&'a str> {
+    let start = *pos;
+    let bytes = read_cstr_bytes(buf, pos)?;
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Some(s),
+        Err(_) => {
+            *pos = start;
+            None
+        }
+    }
+}
+
+/// Reads a NUL-terminated byte string from `buf` at `*pos`, advancing past the NUL.
+pub fn read_cstr_bytes<'a>(buf: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
     let rest = buf.get(*pos..)?;
     let end = rest.iter().position(|&b| b == 0)?;
-    let s = std::str::from_utf8(&rest[..end]).ok()?;
     *pos += end + 1;
-    Some(s)
+    Some(&rest[..end])
+}
+
+/// Whether the first word of a query text (after leading whitespace) is one of
+/// `keywords` (lower case), in any case: a look at a statement without decoding it.
+pub fn first_word_is(sql: &[u8], keywords: &[&str]) -> bool {
+    let start = sql.iter().position(|b| !b.is_ascii_whitespace());
+    let rest = &sql[start.unwrap_or(sql.len())..];
+    let end = rest.iter().position(|b| !b.is_ascii_alphabetic());
+    let word = &rest[..end.unwrap_or(rest.len())];
+    keywords
+        .iter()
+        .any(|k| word.eq_ignore_ascii_case(k.as_bytes()))
 }
 
 #[cfg(test)]
@@ -87,6 +111,16 @@ mod tests {
                 max: 1024
             })
         );
+    }
+
+    #[test]
+    fn first_words() {
+        assert!(first_word_is(b"  \n\tSet x = 1", &["set", "reset"]));
+        assert!(first_word_is(b"RESET ALL", &["set", "reset"]));
+        assert!(first_word_is(b"discard all;", &["discard"]));
+        assert!(!first_word_is(b"SELECT 1", &["set", "reset"]));
+        assert!(!first_word_is(b"settle", &["set"]));
+        assert!(!first_word_is(b"", &["set"]));
     }
 
     #[test]

@@ -9,14 +9,14 @@ use crate::frontend::track::Track;
 pub(super) fn next_deadline(
     track: &Track,
     opts: &PumpOptions,
-    idle_since: Instant,
+    idle_since: Option<Instant>,
 ) -> Option<(Instant, PumpEnd)> {
     if track.quiet() || track.idle_unsynced() {
         let (limit, end) = match track.status() {
             b'I' if track.quiet() => (opts.client_idle_timeout?, PumpEnd::ClientIdle),
             _ => (opts.idle_transaction_timeout?, PumpEnd::IdleInTransaction),
         };
-        Some((idle_since + limit, end))
+        Some((idle_since? + limit, end))
     } else {
         Some((
             track.busy_since()? + opts.query_timeout?,

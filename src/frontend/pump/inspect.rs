@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use crate::frontend::prepared::{Expect, Expected, Rewriter};
 use crate::frontend::settings::{classify, looks_like_set};
 use crate::frontend::track::Track;
-use crate::protocol::frame::{body, read_cstr};
+use crate::protocol::frame::{body, first_word_is, read_cstr_bytes};
 
 /// Rewrites one client message for the server when it names a prepared statement or
 /// deallocates one; appends the replacement to `out` and returns true if so.
@@ -17,10 +17,11 @@ pub(super) fn rewrite(rw: &mut Rewriter<'_>, m: &[u8], out: &mut BytesMut) -> bo
         b'P' | b'B' | b'D' | b'C' => rw.rewrite(m, out),
         b'Q' => {
             let mut pos = 0;
-            let Some(sql) = read_cstr(body(m), &mut pos) else {
-                return false;
-            };
-            rw.deallocate(sql, out)
+            let sql = read_cstr_bytes(body(m), &mut pos);
+            match sql.filter(|sql| first_word_is(sql, &["deallocate"])) {
+                Some(sql) => std::str::from_utf8(sql).is_ok_and(|sql| rw.deallocate(sql, out)),
+                None => false,
+            }
         }
         _ => false,
     }
@@ -58,21 +59,18 @@ pub(super) fn watch_session_command(
     // A simple Query, or the unnamed statement of an extended batch (as pgjdbc sends
     // every statement): its ReadyForQuery is that of the next request (Query or Sync).
     let (sql, followed) = if message[0] == b'P' {
-        let name = read_cstr(b, &mut pos);
-        (read_cstr(b, &mut pos), name == Some(""))
+        let name = read_cstr_bytes(b, &mut pos);
+        (read_cstr_bytes(b, &mut pos), name == Some(&b""[..]))
     } else {
-        (read_cstr(b, &mut pos), true)
+        (read_cstr_bytes(b, &mut pos), true)
     };
-    let Some(sql) = sql else { return };
-    // Only SET, RESET and DISCARD are looked into.
-    let first = sql
-        .trim_start()
-        .bytes()
-        .next()
-        .map(|b| b.to_ascii_lowercase());
-    if !matches!(first, Some(b's' | b'r' | b'd')) {
+    // Only SET, RESET and DISCARD are looked into, and decoded.
+    let Some(sql) = sql.filter(|sql| first_word_is(sql, &["set", "reset", "discard"])) else {
         return;
-    }
+    };
+    let Ok(sql) = std::str::from_utf8(sql) else {
+        return;
+    };
     match classify(sql) {
         Some(command) if followed => track.session_command(command),
         // A named statement's command counts when a Bind runs it (see `Rewriter`).

@@ -108,7 +108,7 @@ pub async fn pump(
     let max = client.max_message;
     let pool = server.pool().clone();
     let stats = [&pool.stats, endpoint];
-    let track = Track::default();
+    let track = Track::new(opts.query_timeout.is_some());
     let counts = Counts::default();
     let wake = tokio::sync::Notify::new();
     let done_wanted = AtomicBool::new(false);
@@ -207,7 +207,11 @@ pub async fn pump(
     };
 
     let server_to_client = async {
-        let mut idle_since = Instant::now();
+        // Read only when an idle timeout needs it.
+        let idle_timed =
+            opts.client_idle_timeout.is_some() || opts.idle_transaction_timeout.is_some();
+        let now = || idle_timed.then(Instant::now);
+        let mut idle_since = now();
         let mut answered: u64 = 0;
         let mut out = BytesMut::new();
         loop {
@@ -315,7 +319,7 @@ pub async fn pump(
                 sbuf.advance(off);
                 counts.sent(off, queries, xacts, &stats);
                 if queries > 0 {
-                    idle_since = Instant::now();
+                    idle_since = now();
                 }
             }
             let idle = track.quiet() && track.status() == b'I' && sbuf.is_empty();
@@ -340,7 +344,11 @@ pub async fn pump(
         end = server_to_client => end,
     };
     counts.flush(&stats);
-    let clean = track.quiet() && sbuf.is_empty();
+    let params_changed = params_seen.into_inner();
+    if params_changed {
+        server.in_step_with = None;
+    }
+    let clean = track.quiet() && server.buf.is_empty();
     let release = match end {
         PumpEnd::TransactionDone | PumpEnd::Resync => Release::Reuse,
         PumpEnd::ClientTerminated
@@ -369,7 +377,7 @@ pub async fn pump(
         settings_dirty: track.settings_need_reset(commands.len()),
         statements_dirty: track.statements_need_reset(),
         reset_seen: track.reset_seen(),
-        params_changed: params_seen.into_inner(),
+        params_changed,
         commands,
         untracked_set: untracked_set.into_inner() || track.untracked_set(),
     }
