@@ -77,16 +77,25 @@ async fn query_wait_timeout_when_the_pool_is_full() {
     )
     .await;
     let held = app(s.addr("reader")).await;
+    held.simple_query("select 1").await.unwrap();
+    // As in PgBouncer, a session-mode client takes its server connection with its
+    // first query, not at login: the login succeeds, the query waits and fails.
+    let second = app(s.addr("reader")).await;
     let started = std::time::Instant::now();
-    let e = connect(s.addr("reader"), "app", "app").await.unwrap_err();
+    let e = second.simple_query("select 1").await.unwrap_err();
     assert_eq!(sqlstate(&e), "57P03", "{e}");
+    assert!(started.elapsed() >= Duration::from_millis(900));
     assert!(started.elapsed() < Duration::from_secs(5));
     // A waiting client gets the connection as soon as the holder leaves.
-    let waiter =
-        tokio::spawn(async move { connect(s.addr("reader"), "app", "app").await.map(|_| s) });
+    let third = app(s.addr("reader")).await;
+    let waiter = tokio::spawn(async move {
+        let r = third.simple_query("select 1").await.map(|_| ());
+        (r, s)
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(held);
-    assert!(waiter.await.unwrap().is_ok());
+    let (r, _s) = waiter.await.unwrap();
+    assert!(r.is_ok(), "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,17 @@ pub fn pick(cluster: &ClusterState, endpoint: &EndpointState) -> Option<Arc<Node
     }
 }
 
+/// Whether `pick` would find a node now; unlike `pick`, it moves no round-robin
+/// cursor.
+pub fn available(cluster: &ClusterState, endpoint: &EndpointState) -> bool {
+    let config = endpoint.config();
+    let role = config.role;
+    cluster.nodes().iter().any(|n| cluster.fits(n, role))
+        || (role == Role::Replica
+            && config.fallback == Fallback::Primary
+            && cluster.writer().is_some())
+}
+
 /// `pick` among the nodes that fit the endpoint's role.
 fn choose(
     cluster: &ClusterState,
@@ -111,6 +122,21 @@ role = "any"
 
     fn endpoint(c: &ClusterState, name: &str) -> Arc<EndpointState> {
         c.endpoint(name).unwrap()
+    }
+
+    #[test]
+    fn available_moves_no_cursor() {
+        let c = cluster("roundrobin");
+        let reader = endpoint(&c, "reader");
+        let first = pick(&c, &reader).unwrap().index;
+        assert!(available(&c, &reader));
+        assert!(available(&c, &reader));
+        assert_ne!(pick(&c, &reader).unwrap().index, first);
+        for n in 1..3 {
+            c.nodes()[n].set_health(Health::Down);
+        }
+        assert!(!available(&c, &reader));
+        assert!(available(&c, &endpoint(&c, "writer")));
     }
 
     #[test]

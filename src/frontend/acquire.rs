@@ -110,21 +110,54 @@ async fn wait_for_change(
         return Ok(());
     }
     if timeout_at(node_deadline, changed).await.is_err() {
-        let role = endpoint.config().role;
-        let waited = match role {
-            Role::Primary => "failover_timeout",
-            _ => "query_wait_timeout",
-        };
-        let role = format!("{role:?}").to_lowercase();
-        return Err(ClientError::fatal(
-            sqlstate::CANNOT_CONNECT_NOW,
-            format!(
-                "no healthy {role} node for endpoint \"{}\" within {waited}",
-                endpoint.name
-            ),
-        ));
+        return Err(no_node(endpoint));
     }
     Ok(())
+}
+
+/// Waits until a node fits the endpoint, as `acquire` would (up to
+/// `failover_timeout` for a `primary` endpoint, `query_wait_timeout` otherwise), without
+/// taking a server connection: a login is refused when no node could serve it. PAUSE
+/// does not hold a login.
+pub async fn node_available(
+    cluster: &ClusterState,
+    endpoint: &EndpointState,
+) -> Result<(), ClientError> {
+    if balance::available(cluster, endpoint) {
+        return Ok(());
+    }
+    let limit = match endpoint.config().role {
+        Role::Primary => cluster.config().failover_timeout,
+        _ => cluster.config().pool.query_wait_timeout,
+    };
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let changed = cluster.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if balance::available(cluster, endpoint) {
+            return Ok(());
+        }
+        if timeout_at(deadline, changed).await.is_err() {
+            return Err(no_node(endpoint));
+        }
+    }
+}
+
+fn no_node(endpoint: &EndpointState) -> ClientError {
+    let role = endpoint.config().role;
+    let waited = match role {
+        Role::Primary => "failover_timeout",
+        _ => "query_wait_timeout",
+    };
+    let role = format!("{role:?}").to_lowercase();
+    ClientError::fatal(
+        sqlstate::CANNOT_CONNECT_NOW,
+        format!(
+            "no healthy {role} node for endpoint \"{}\" within {waited}",
+            endpoint.name
+        ),
+    )
 }
 
 /// One client's pools by node, so a transaction finds its pool without the pool set's

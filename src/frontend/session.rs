@@ -19,7 +19,7 @@ use super::error::ClientError;
 use super::pump::{pump, PumpEnd, PumpOptions};
 use super::settings::quote_literal;
 use super::startup::StartupParams;
-use super::transaction;
+use super::transaction::{self, Next};
 
 /// Who the client is, once authenticated.
 pub struct Client<'a> {
@@ -65,13 +65,35 @@ async fn session_mode(
     conn: &mut ClientConn,
     client: &Client<'_>,
 ) -> Result<PumpEnd, ClientError> {
+    // As PgBouncer: greeted from the pool's parameters, the client gets its server
+    // connection with its first message, so a connected client that sends nothing
+    // holds none.
     let mut pools = PoolCache::default();
-    let (slot, mut server) = checkout(cluster, endpoint, conn, client, &mut pools).await?;
+    let greeted = transaction::greet_from_pool(cluster, endpoint, conn, client, &mut pools).await?;
+    // The pool's first client keeps the connection its greeting came from.
+    let (slot, mut server) = match greeted.held {
+        Some(held) => {
+            client
+                .info
+                .set(ClientState::Active, Some(held.0.node.index));
+            held
+        }
+        None => {
+            let idle_timeout = options(&cluster.config().pool, false).client_idle_timeout;
+            match transaction::wait_for_client(conn, idle_timeout).await? {
+                Next::Message => {}
+                Next::Terminate => return Ok(PumpEnd::ClientTerminated),
+                Next::Closed => return Ok(PumpEnd::ClientClosed),
+            }
+            checkout(cluster, endpoint, conn, client, &mut pools).await?
+        }
+    };
     if client.log {
-        info!(node = %slot.node.addr, server_pid = server.backend_pid, "client connected");
+        info!(node = %slot.node.addr, server_pid = server.backend_pid, "session bound to a server connection");
     }
     apply_settings(conn, &mut server, client.params).await?;
-    greet(conn, &server.params, client).await?;
+    // What this connection's values are where they differ from the greeting.
+    report_changes(conn, &greeted.greeting, &server.params).await?;
     let target = set_cancel_target(client.cancel, &server);
     loop {
         // Until the pump says otherwise the connection may be mid-query: if the session

@@ -9,14 +9,14 @@ use tokio::io::AsyncReadExt;
 use tracing::{info, warn};
 
 use crate::clients::ClientState;
-use crate::cluster::{ClusterState, EndpointState};
+use crate::cluster::{ClusterState, EndpointState, SessionSlot};
 use crate::config::Role;
-use crate::pool::{PooledConn, Release};
+use crate::pool::{Params, PooledConn, Release};
 use crate::protocol::backend as msg;
 use crate::protocol::next_message;
 use crate::protocol::sqlstate;
 
-use super::acquire::{acquire, PoolCache};
+use super::acquire::{acquire, node_available, PoolCache};
 use super::conn::ClientConn;
 use super::error::ClientError;
 use super::prepared::ClientStatements;
@@ -27,7 +27,7 @@ use super::session::{
 use super::settings::{ClientSettings, SqlCommand};
 
 /// What the client did while it held no server connection.
-enum Next {
+pub(super) enum Next {
     /// A message is ready to be forwarded.
     Message,
     Terminate,
@@ -41,47 +41,12 @@ pub async fn run(
     conn: &mut ClientConn,
     client: &Client<'_>,
 ) -> Result<PumpEnd, ClientError> {
-    let database = &client.params.database;
-    // Login: the parameters of a fresh server connection with the client's settings on
-    // top. Only the very first client of a (database, user) needs a server for that.
     let mut pools = PoolCache::default();
-    let baseline = match cluster.pools.baseline(database, &client.cred.user) {
-        Some(b) => b,
-        None => {
-            let (_slot, mut server) = acquire(
-                cluster,
-                endpoint,
-                database,
-                client.cred,
-                conn.max_message,
-                &mut pools,
-            )
-            .await?;
-            server.release = Release::Reuse;
-            let params = server.params.clone();
-            server.pool().baseline_or(params)
-        }
-    };
+    let greeted = greet_from_pool(cluster, endpoint, conn, client, &mut pools).await?;
+    // Back to the pool before the client is waited for.
+    drop(greeted.held);
+    let (mut settings, baseline) = (greeted.settings, greeted.baseline);
     let spellings = &cluster.pools.spellings;
-    let startup = &client.params.settings;
-    let mut settings = ClientSettings::for_login(&baseline, startup, spellings);
-    let mut greeting = settings.greeting(&baseline);
-    // Which node the client's transactions run on is the endpoint's role, whichever
-    // node's parameters the greeting came from.
-    let standby = match endpoint.config().role {
-        Role::Replica => Some("on"),
-        Role::Primary => Some("off"),
-        Role::Any => None,
-    };
-    for (name, value) in greeting.iter_mut() {
-        if let (true, Some(v)) = (name == "in_hot_standby", standby) {
-            *value = v.to_owned();
-        }
-    }
-    greet(conn, &greeting, client).await?;
-    if client.log {
-        info!("client connected");
-    }
     let mut warned = false;
     let mut statements = ClientStatements::default();
     let max_prepared = cluster.config().pool.max_prepared_statements;
@@ -186,6 +151,74 @@ pub async fn run(
     }
 }
 
+/// A client greeted before it had a server connection.
+pub(super) struct Greeted {
+    pub settings: ClientSettings,
+    /// The parameters of a fresh server connection of the client's pool.
+    pub baseline: Params,
+    /// The parameters the client was told.
+    pub greeting: Vec<(String, String)>,
+    /// The server connection taken for `baseline` when the pool had none yet (its
+    /// `release` set to `Reuse`): session mode keeps it, transaction mode lets it go.
+    pub held: Option<(SessionSlot, PooledConn)>,
+}
+
+/// Greets a client before it has a server connection: the parameters of a fresh
+/// server connection of its pool with the client's settings on top. Only the very
+/// first client of a (database, user) needs a server connection for that.
+pub(super) async fn greet_from_pool(
+    cluster: &ClusterState,
+    endpoint: &EndpointState,
+    conn: &mut ClientConn,
+    client: &Client<'_>,
+    pools: &mut PoolCache,
+) -> Result<Greeted, ClientError> {
+    let database = &client.params.database;
+    let mut held = None;
+    let baseline = match cluster.pools.baseline(database, &client.cred.user) {
+        Some(b) => {
+            node_available(cluster, endpoint).await?;
+            b
+        }
+        None => {
+            let max = conn.max_message;
+            let (slot, mut server) =
+                acquire(cluster, endpoint, database, client.cred, max, pools).await?;
+            server.release = Release::Reuse;
+            let params = server.params.clone();
+            let baseline = server.pool().baseline_or(params);
+            held = Some((slot, server));
+            baseline
+        }
+    };
+    let spellings = &cluster.pools.spellings;
+    let startup = &client.params.settings;
+    let settings = ClientSettings::for_login(&baseline, startup, spellings);
+    let mut greeting = settings.greeting(&baseline);
+    // Which node the client's transactions run on is the endpoint's role, whichever
+    // node's parameters the greeting came from.
+    let standby = match endpoint.config().role {
+        Role::Replica => Some("on"),
+        Role::Primary => Some("off"),
+        Role::Any => None,
+    };
+    for (name, value) in greeting.iter_mut() {
+        if let (true, Some(v)) = (name == "in_hot_standby", standby) {
+            *value = v.to_owned();
+        }
+    }
+    greet(conn, &greeting, client).await?;
+    if client.log {
+        info!("client connected");
+    }
+    Ok(Greeted {
+        settings,
+        baseline,
+        greeting,
+        held,
+    })
+}
+
 /// Applies the client's settings on `server` after a RESET, and sends the client the
 /// reported parameters that changed.
 async fn resync(
@@ -230,7 +263,7 @@ async fn clean_up(server: &mut PooledConn, settings: bool, statements: bool, max
 }
 
 /// Waits, holding no server connection, until the client has sent a whole message.
-async fn wait_for_client(
+pub(super) async fn wait_for_client(
     conn: &mut ClientConn,
     idle_timeout: Option<Duration>,
 ) -> Result<Next, ClientError> {
