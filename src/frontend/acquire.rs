@@ -6,6 +6,7 @@ use tokio::time::timeout_at;
 use crate::balance;
 use crate::cluster::{health, ClusterState, EndpointState, SessionSlot};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::cluster::Node;
 use crate::config::Role;
@@ -26,17 +27,9 @@ pub async fn acquire(
     max_message: usize,
     cache: &mut PoolCache,
 ) -> Result<(SessionSlot, PooledConn), ClientError> {
-    let (query_wait, failover) = {
-        let c = cluster.config();
-        (c.pool.query_wait_timeout, c.failover_timeout)
-    };
-    let role = endpoint.config().role;
     let started = tokio::time::Instant::now();
-    let deadline = started + query_wait;
-    let node_deadline = match role {
-        Role::Primary => started + failover,
-        _ => deadline,
-    };
+    let deadline = started + cluster.config().pool.query_wait_timeout;
+    let node_deadline = started + node_wait(cluster, endpoint).0;
     loop {
         // The common case registers for no wake-up: not paused, and a node fits.
         let picked = match cluster.paused() {
@@ -106,19 +99,18 @@ async fn wait_for_change(
         }
         return Ok(());
     }
-    if balance::pick(cluster, endpoint).is_some() {
+    if balance::available(cluster, endpoint) {
         return Ok(());
     }
     if timeout_at(node_deadline, changed).await.is_err() {
-        return Err(no_node(endpoint));
+        return Err(no_node(cluster, endpoint));
     }
     Ok(())
 }
 
-/// Waits until a node fits the endpoint, as `acquire` would (up to
-/// `failover_timeout` for a `primary` endpoint, `query_wait_timeout` otherwise), without
-/// taking a server connection: a login is refused when no node could serve it. PAUSE
-/// does not hold a login.
+/// Waits until a node fits the endpoint, as `acquire` would, without taking a server
+/// connection: a login is refused when no node could serve it. PAUSE does not hold a
+/// login.
 pub async fn node_available(
     cluster: &ClusterState,
     endpoint: &EndpointState,
@@ -126,11 +118,7 @@ pub async fn node_available(
     if balance::available(cluster, endpoint) {
         return Ok(());
     }
-    let limit = match endpoint.config().role {
-        Role::Primary => cluster.config().failover_timeout,
-        _ => cluster.config().pool.query_wait_timeout,
-    };
-    let deadline = tokio::time::Instant::now() + limit;
+    let deadline = tokio::time::Instant::now() + node_wait(cluster, endpoint).0;
     loop {
         let changed = cluster.changed.notified();
         tokio::pin!(changed);
@@ -139,18 +127,25 @@ pub async fn node_available(
             return Ok(());
         }
         if timeout_at(deadline, changed).await.is_err() {
-            return Err(no_node(endpoint));
+            return Err(no_node(cluster, endpoint));
         }
     }
 }
 
-fn no_node(endpoint: &EndpointState) -> ClientError {
-    let role = endpoint.config().role;
-    let waited = match role {
-        Role::Primary => "failover_timeout",
-        _ => "query_wait_timeout",
-    };
-    let role = format!("{role:?}").to_lowercase();
+/// How long a client waits for a node that fits the endpoint, and that setting's name:
+/// `failover_timeout` for a `primary` endpoint (a failover), `query_wait_timeout`
+/// otherwise.
+fn node_wait(cluster: &ClusterState, endpoint: &EndpointState) -> (Duration, &'static str) {
+    let config = cluster.config();
+    match endpoint.config().role {
+        Role::Primary => (config.failover_timeout, "failover_timeout"),
+        _ => (config.pool.query_wait_timeout, "query_wait_timeout"),
+    }
+}
+
+fn no_node(cluster: &ClusterState, endpoint: &EndpointState) -> ClientError {
+    let role = format!("{:?}", endpoint.config().role).to_lowercase();
+    let waited = node_wait(cluster, endpoint).1;
     ClientError::fatal(
         sqlstate::CANNOT_CONNECT_NOW,
         format!(

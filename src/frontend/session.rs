@@ -1,25 +1,30 @@
 //! One client's session after login: session pooling keeps one server connection until
 //! the client leaves; transaction pooling (`transaction.rs`) takes one per transaction.
+//! Both greet the client from its pool's parameters and wait for its first message
+//! holding no server connection; those steps, and checkout, live here.
 
 use std::time::{Duration, Instant};
 
+use bytes::Buf;
+use tokio::io::AsyncReadExt;
 use tracing::info;
 
 use crate::cancel::{CancelSlot, CancelTarget, TargetScope};
 use crate::clients::{ClientInfo, ClientState};
 use crate::cluster::{ClusterState, EndpointState, SessionSlot};
-use crate::config::{self, PoolMode};
-use crate::pool::{Credentials, PooledConn, Release};
+use crate::config::{self, PoolMode, Role};
+use crate::pool::{Credentials, Params, PooledConn, Release};
 use crate::protocol::backend as msg;
+use crate::protocol::next_message;
 use crate::protocol::sqlstate;
 
-use super::acquire::{acquire, PoolCache};
+use super::acquire::{acquire, node_available, PoolCache};
 use super::conn::ClientConn;
 use super::error::ClientError;
 use super::pump::{pump, PumpEnd, PumpOptions};
-use super::settings::quote_literal;
+use super::settings::{quote_literal, ClientSettings};
 use super::startup::StartupParams;
-use super::transaction::{self, Next};
+use super::transaction;
 
 /// Who the client is, once authenticated.
 pub struct Client<'a> {
@@ -69,7 +74,7 @@ async fn session_mode(
     // connection with its first message, so a connected client that sends nothing
     // holds none.
     let mut pools = PoolCache::default();
-    let greeted = transaction::greet_from_pool(cluster, endpoint, conn, client, &mut pools).await?;
+    let greeted = greet_from_pool(cluster, endpoint, conn, client, &mut pools).await?;
     // The pool's first client keeps the connection its greeting came from.
     let (slot, mut server) = match greeted.held {
         Some(held) => {
@@ -80,7 +85,7 @@ async fn session_mode(
         }
         None => {
             let idle_timeout = options(&cluster.config().pool, false).client_idle_timeout;
-            match transaction::wait_for_client(conn, idle_timeout).await? {
+            match wait_for_client(conn, idle_timeout).await? {
                 Next::Message => {}
                 Next::Terminate => return Ok(PumpEnd::ClientTerminated),
                 Next::Closed => return Ok(PumpEnd::ClientClosed),
@@ -273,6 +278,121 @@ pub async fn run_on_server(
                 sqlstate::CONNECTION_FAILURE,
                 format!("server connection failed while applying settings: {e}"),
             ))
+        }
+    }
+}
+
+/// What the client did while it held no server connection.
+pub(super) enum Next {
+    /// A message is ready to be forwarded.
+    Message,
+    Terminate,
+    Closed,
+}
+
+/// A client greeted before it had a server connection.
+pub(super) struct Greeted {
+    pub settings: ClientSettings,
+    /// The parameters of a fresh server connection of the client's pool.
+    pub baseline: Params,
+    /// The parameters the client was told.
+    pub greeting: Vec<(String, String)>,
+    /// The server connection taken for `baseline` when the pool had none yet (its
+    /// `release` set to `Reuse`): session mode keeps it, transaction mode lets it go.
+    pub held: Option<(SessionSlot, PooledConn)>,
+}
+
+/// Greets a client before it has a server connection: the parameters of a fresh
+/// server connection of its pool with the client's settings on top. Only the very
+/// first client of a (database, user) needs a server connection for that.
+pub(super) async fn greet_from_pool(
+    cluster: &ClusterState,
+    endpoint: &EndpointState,
+    conn: &mut ClientConn,
+    client: &Client<'_>,
+    pools: &mut PoolCache,
+) -> Result<Greeted, ClientError> {
+    let database = &client.params.database;
+    let mut held = None;
+    let baseline = match cluster.pools.baseline(database, &client.cred.user) {
+        Some(b) => {
+            node_available(cluster, endpoint).await?;
+            b
+        }
+        None => {
+            let max = conn.max_message;
+            let (slot, mut server) =
+                acquire(cluster, endpoint, database, client.cred, max, pools).await?;
+            server.release = Release::Reuse;
+            let params = server.params.clone();
+            let baseline = server.pool().baseline_or(params);
+            held = Some((slot, server));
+            baseline
+        }
+    };
+    let spellings = &cluster.pools.spellings;
+    let startup = &client.params.settings;
+    let settings = ClientSettings::for_login(&baseline, startup, spellings);
+    let mut greeting = settings.greeting(&baseline);
+    // Which node the client's transactions run on is the endpoint's role, whichever
+    // node's parameters the greeting came from.
+    let standby = match endpoint.config().role {
+        Role::Replica => Some("on"),
+        Role::Primary => Some("off"),
+        Role::Any => None,
+    };
+    for (name, value) in greeting.iter_mut() {
+        if let (true, Some(v)) = (name == "in_hot_standby", standby) {
+            *value = v.to_owned();
+        }
+    }
+    greet(conn, &greeting, client).await?;
+    if client.log {
+        info!("client connected");
+    }
+    Ok(Greeted {
+        settings,
+        baseline,
+        greeting,
+        held,
+    })
+}
+
+/// Waits, holding no server connection, until the client has sent a whole message.
+pub(super) async fn wait_for_client(
+    conn: &mut ClientConn,
+    idle_timeout: Option<Duration>,
+) -> Result<Next, ClientError> {
+    loop {
+        if let Some(h) = next_message(&conn.buf, conn.max_message)? {
+            match h.tag {
+                b'X' => return Ok(Next::Terminate),
+                // Copy messages outside COPY: what libpq sends after the server ended
+                // a COPY early. PostgreSQL drops them without an answer; so does
+                // pgfleet, without taking a server connection for them.
+                b'd' | b'c' | b'f' => {
+                    conn.buf.advance(h.total);
+                    continue;
+                }
+                _ => return Ok(Next::Message),
+            }
+        }
+        let read = conn.stream.read_buf(&mut conn.buf);
+        let n = match idle_timeout {
+            None => read.await,
+            Some(limit) => match tokio::time::timeout(limit, read).await {
+                Ok(n) => n,
+                Err(_) => {
+                    return Err(ClientError::fatal(
+                        sqlstate::IDLE_SESSION_TIMEOUT,
+                        "terminating connection due to client_idle_timeout",
+                    ))
+                }
+            },
+        };
+        match n {
+            Ok(0) | Err(_) => return Ok(Next::Closed),
+            Ok(_) => {}
         }
     }
 }

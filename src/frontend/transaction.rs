@@ -2,37 +2,24 @@
 //! transaction to the ReadyForQuery that ends it, and each transaction goes to the node
 //! that fits the endpoint with the fewest transactions in flight.
 
-use std::time::Duration;
-
-use bytes::Buf;
-use tokio::io::AsyncReadExt;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::clients::ClientState;
-use crate::cluster::{ClusterState, EndpointState, SessionSlot};
-use crate::config::Role;
-use crate::pool::{Params, PooledConn, Release};
+use crate::cluster::{ClusterState, EndpointState};
+use crate::pool::{PooledConn, Release};
 use crate::protocol::backend as msg;
-use crate::protocol::next_message;
 use crate::protocol::sqlstate;
 
-use super::acquire::{acquire, node_available, PoolCache};
+use super::acquire::PoolCache;
 use super::conn::ClientConn;
 use super::error::ClientError;
 use super::prepared::ClientStatements;
 use super::pump::{pump, PumpEnd};
 use super::session::{
-    checkout, greet, options, pump_end, report_changes, run_on_server, set_cancel_target, Client,
+    checkout, greet_from_pool, options, pump_end, report_changes, run_on_server, set_cancel_target,
+    wait_for_client, Client, Next,
 };
 use super::settings::{ClientSettings, SqlCommand};
-
-/// What the client did while it held no server connection.
-pub(super) enum Next {
-    /// A message is ready to be forwarded.
-    Message,
-    Terminate,
-    Closed,
-}
 
 /// Runs a transaction-mode session to its end.
 pub async fn run(
@@ -151,74 +138,6 @@ pub async fn run(
     }
 }
 
-/// A client greeted before it had a server connection.
-pub(super) struct Greeted {
-    pub settings: ClientSettings,
-    /// The parameters of a fresh server connection of the client's pool.
-    pub baseline: Params,
-    /// The parameters the client was told.
-    pub greeting: Vec<(String, String)>,
-    /// The server connection taken for `baseline` when the pool had none yet (its
-    /// `release` set to `Reuse`): session mode keeps it, transaction mode lets it go.
-    pub held: Option<(SessionSlot, PooledConn)>,
-}
-
-/// Greets a client before it has a server connection: the parameters of a fresh
-/// server connection of its pool with the client's settings on top. Only the very
-/// first client of a (database, user) needs a server connection for that.
-pub(super) async fn greet_from_pool(
-    cluster: &ClusterState,
-    endpoint: &EndpointState,
-    conn: &mut ClientConn,
-    client: &Client<'_>,
-    pools: &mut PoolCache,
-) -> Result<Greeted, ClientError> {
-    let database = &client.params.database;
-    let mut held = None;
-    let baseline = match cluster.pools.baseline(database, &client.cred.user) {
-        Some(b) => {
-            node_available(cluster, endpoint).await?;
-            b
-        }
-        None => {
-            let max = conn.max_message;
-            let (slot, mut server) =
-                acquire(cluster, endpoint, database, client.cred, max, pools).await?;
-            server.release = Release::Reuse;
-            let params = server.params.clone();
-            let baseline = server.pool().baseline_or(params);
-            held = Some((slot, server));
-            baseline
-        }
-    };
-    let spellings = &cluster.pools.spellings;
-    let startup = &client.params.settings;
-    let settings = ClientSettings::for_login(&baseline, startup, spellings);
-    let mut greeting = settings.greeting(&baseline);
-    // Which node the client's transactions run on is the endpoint's role, whichever
-    // node's parameters the greeting came from.
-    let standby = match endpoint.config().role {
-        Role::Replica => Some("on"),
-        Role::Primary => Some("off"),
-        Role::Any => None,
-    };
-    for (name, value) in greeting.iter_mut() {
-        if let (true, Some(v)) = (name == "in_hot_standby", standby) {
-            *value = v.to_owned();
-        }
-    }
-    greet(conn, &greeting, client).await?;
-    if client.log {
-        info!("client connected");
-    }
-    Ok(Greeted {
-        settings,
-        baseline,
-        greeting,
-        held,
-    })
-}
-
 /// Applies the client's settings on `server` after a RESET, and sends the client the
 /// reported parameters that changed.
 async fn resync(
@@ -259,44 +178,5 @@ async fn clean_up(server: &mut PooledConn, settings: bool, statements: bool, max
             }
         }
         _ => server.release = Release::Close,
-    }
-}
-
-/// Waits, holding no server connection, until the client has sent a whole message.
-pub(super) async fn wait_for_client(
-    conn: &mut ClientConn,
-    idle_timeout: Option<Duration>,
-) -> Result<Next, ClientError> {
-    loop {
-        if let Some(h) = next_message(&conn.buf, conn.max_message)? {
-            match h.tag {
-                b'X' => return Ok(Next::Terminate),
-                // Copy messages outside COPY: what libpq sends after the server ended
-                // a COPY early. PostgreSQL drops them without an answer; so does
-                // pgfleet, without taking a server connection for them.
-                b'd' | b'c' | b'f' => {
-                    conn.buf.advance(h.total);
-                    continue;
-                }
-                _ => return Ok(Next::Message),
-            }
-        }
-        let read = conn.stream.read_buf(&mut conn.buf);
-        let n = match idle_timeout {
-            None => read.await,
-            Some(limit) => match tokio::time::timeout(limit, read).await {
-                Ok(n) => n,
-                Err(_) => {
-                    return Err(ClientError::fatal(
-                        sqlstate::IDLE_SESSION_TIMEOUT,
-                        "terminating connection due to client_idle_timeout",
-                    ))
-                }
-            },
-        };
-        match n {
-            Ok(0) | Err(_) => return Ok(Next::Closed),
-            Ok(_) => {}
-        }
     }
 }

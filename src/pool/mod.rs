@@ -30,6 +30,11 @@ use crate::config;
 /// ParameterStatus values (name, value) as a server sent them, shared.
 pub type Params = Arc<Vec<(String, String)>>;
 
+/// Server connections out of use. Boxed, so handing one out and back moves a pointer,
+/// not the whole connection.
+#[allow(clippy::vec_box)]
+type Conns = Vec<Box<ServerConn>>;
+
 /// Identifies a pool.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PoolKey {
@@ -72,9 +77,7 @@ pub struct Pool {
     /// The cluster's `pool` settings, replaced on reload.
     config: ArcSwap<config::Pool>,
     pub max_message: usize,
-    /// Boxed, so handing a connection out and back moves a pointer.
-    #[allow(clippy::vec_box)]
-    idle: Mutex<Vec<Box<ServerConn>>>,
+    idle: Mutex<Conns>,
     /// `default_pool_size` permits: one per connection in use or being reset.
     slots: Capacity,
     open: Arc<AtomicUsize>,
@@ -245,8 +248,7 @@ impl Pool {
     }
 
     /// Removes the idle connections `keep` says no to; returns them for closing.
-    #[allow(clippy::vec_box)]
-    fn take_idle_where(&self, mut remove: impl FnMut(&ServerConn) -> bool) -> Vec<Box<ServerConn>> {
+    fn take_idle_where(&self, mut remove: impl FnMut(&ServerConn) -> bool) -> Conns {
         let mut idle = lock(&self.idle);
         let mut out = Vec::new();
         let mut i = 0;
@@ -437,8 +439,7 @@ async fn db_slot(
 }
 
 /// Sends Terminate to each connection in the background.
-#[allow(clippy::vec_box)]
-fn close_all(conns: Vec<Box<ServerConn>>) {
+fn close_all(conns: Conns) {
     if conns.is_empty() {
         return;
     }

@@ -1,10 +1,10 @@
 //! Per-pool counters, like PgBouncer's SHOW STATS totals.
 
 use std::sync::atomic::Ordering;
-
-use super::counter::Counter;
 use std::sync::Mutex;
 use std::time::Duration;
+
+use super::counter::Counter;
 
 /// Totals since the pool was created. Updated once per batch of messages.
 #[derive(Debug, Default)]
