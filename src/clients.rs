@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -40,6 +40,8 @@ pub struct ClientInfo {
     pub endpoint: String,
     pub peer: SocketAddr,
     pub application_name: String,
+    /// TLS version and cipher suite; empty in plaintext.
+    pub tls: String,
     pub connected_at: SystemTime,
     state: AtomicU8,
     /// `Node::index + 1` of the member it runs on; 0 for none.
@@ -103,11 +105,16 @@ pub struct NewClient<'a> {
     pub endpoint: &'a str,
     pub peer: SocketAddr,
     pub application_name: &'a str,
+    pub tls: String,
 }
 
 impl ClientRegistry {
     /// Registers a logged-in client until the returned value is dropped.
-    pub fn register<'a>(&'a self, c: NewClient<'_>, socket: &impl AsFd) -> Registered<'a> {
+    pub fn register<'a>(
+        &'a self,
+        c: NewClient<'_>,
+        socket: Option<BorrowedFd<'_>>,
+    ) -> Registered<'a> {
         let info = Arc::new(ClientInfo {
             id: c.id,
             user: c.user.to_owned(),
@@ -116,10 +123,11 @@ impl ClientRegistry {
             endpoint: c.endpoint.to_owned(),
             peer: c.peer,
             application_name: c.application_name.to_owned(),
+            tls: c.tls,
             connected_at: SystemTime::now(),
             state: AtomicU8::new(ClientState::Idle as u8),
             node: AtomicUsize::new(0),
-            socket: socket.as_fd().try_clone_to_owned().ok(),
+            socket: socket.and_then(|s| s.try_clone_to_owned().ok()),
         });
         lock(&self.clients).insert(c.id, info.clone());
         Registered {

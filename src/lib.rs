@@ -24,6 +24,7 @@ pub mod state;
 pub mod stats;
 pub mod systemd;
 pub mod takeover;
+pub mod tls;
 
 pub use fleet::Fleet;
 

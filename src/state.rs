@@ -22,6 +22,9 @@ pub struct Topology {
     pub config: Arc<Config>,
     pub users: Arc<Userlist>,
     pub clusters: Vec<Arc<ClusterState>>,
+    /// TLS towards clients (`None`: `client_tls_sslmode = disable`), read from its
+    /// files on start and on every reload.
+    pub client_tls: Option<Arc<crate::tls::ClientTls>>,
 }
 
 /// Shared by every task of the process.

@@ -112,6 +112,7 @@ role = "primary"
 fn build(cluster: &config::Cluster, password: Option<&str>) -> Arc<dyn Source> {
     let ctx = discovery::Context {
         health_password: password.map(String::from),
+        server_tls: Arc::default(),
     };
     let source = discovery::source(cluster, &ctx).unwrap();
     assert_eq!(source.name(), "aurora");

@@ -18,6 +18,7 @@ pub fn table(state: &State) -> Table {
         "connect_time",
         "member",
         "application_name",
+        "tls",
     ]);
     for c in state.clients.all() {
         let member = c.node().and_then(|index| {
@@ -38,6 +39,7 @@ pub fn table(state: &State) -> Table {
             time_text(c.connected_at),
             member.unwrap_or_default(),
             c.application_name.clone(),
+            c.tls.clone(),
         ]);
     }
     t

@@ -15,6 +15,7 @@ pub fn table(topology: &Topology) -> Table {
         "state",
         "remote_pid",
         "connect_time",
+        "tls",
     ]);
     for cluster in &topology.clusters {
         let idle: HashSet<(usize, u32)> = cluster
@@ -41,6 +42,7 @@ pub fn table(topology: &Topology) -> Table {
                     state.to_owned(),
                     s.pid.to_string(),
                     time_text(s.connected_at),
+                    s.tls,
                 ]);
             }
         }

@@ -27,7 +27,7 @@ pub mod userlist;
 
 pub use derived::DerivedSecrets;
 pub use md5::{md5_response, md5_response_for_server, md5_secret, verify_md5};
-pub use scram_client::{ScramClient, ScramCredential, MAX_CLIENT_ITERATIONS};
+pub use scram_client::{Binding, ScramClient, ScramCredential, MAX_CLIENT_ITERATIONS};
 pub use scram_common::{ClientKeys, ScramError};
 pub use scram_server::ScramServer;
 pub use secret::{ScramSecret, Secret};
@@ -36,6 +36,8 @@ pub use userlist::{LineError, Userlist, UserlistError};
 /// Name of the SASL mechanism implemented here, as sent in
 /// `AuthenticationSASL` and `SASLInitialResponse`.
 pub const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+/// The SASL mechanism name of SCRAM-SHA-256 with channel binding.
+pub const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
 
 #[cfg(test)]
 mod scram_tests;

@@ -1,5 +1,6 @@
 //! pgfleet as the SCRAM-SHA-256 client, logging into PostgreSQL as the
-//! client's user (RFC 5802, RFC 7677; no channel binding: gs2 header `n,,`).
+//! client's user (RFC 5802, RFC 7677), with `tls-server-end-point` channel binding
+//! (SCRAM-SHA-256-PLUS, RFC 5929) over TLS when the server offers it.
 
 use std::fmt;
 
@@ -54,7 +55,39 @@ pub struct ScramClient {
     username: String,
     /// Fixed client nonce (tests only); random otherwise.
     fixed_nonce: Option<String>,
+    binding: Binding,
     state: State,
+}
+
+/// What the gs2 header says of channel binding.
+#[derive(Debug, Clone)]
+pub enum Binding {
+    /// `n,,`: no TLS, no channel binding.
+    No,
+    /// `y,,`: over TLS, but the server offered no SCRAM-SHA-256-PLUS.
+    NotOffered,
+    /// `p=tls-server-end-point,,` with the server certificate's hash
+    /// (SCRAM-SHA-256-PLUS).
+    EndPoint(Vec<u8>),
+}
+
+impl Binding {
+    fn gs2_header(&self) -> &'static [u8] {
+        match self {
+            Binding::No => b"n,,",
+            Binding::NotOffered => b"y,,",
+            Binding::EndPoint(_) => b"p=tls-server-end-point,,",
+        }
+    }
+
+    /// The `c=` attribute's value: base64 of the gs2 header and the binding data.
+    fn c_attribute(&self) -> String {
+        let mut data = self.gs2_header().to_vec();
+        if let Binding::EndPoint(hash) = self {
+            data.extend_from_slice(hash);
+        }
+        b64(&data)
+    }
 }
 
 enum State {
@@ -78,8 +111,14 @@ impl ScramClient {
             credential: cred,
             username: String::new(),
             fixed_nonce: None,
+            binding: Binding::No,
             state: State::Initial,
         }
+    }
+
+    /// The same client, binding the exchange to the TLS channel as `binding` says.
+    pub fn with_binding(self, binding: Binding) -> ScramClient {
+        ScramClient { binding, ..self }
     }
 
     /// A client with a given user name and nonce (RFC test vectors).
@@ -92,12 +131,12 @@ impl ScramClient {
         }
     }
 
-    /// Starts (or restarts) the exchange: returns client-first-message,
-    /// `n,,n=,r=<nonce>` with a fresh random nonce (PostgreSQL ignores `n=`).
+    /// Starts (or restarts) the exchange: returns client-first-message, the gs2
+    /// header then `n=,r=<nonce>` with a fresh random nonce (PostgreSQL ignores `n=`).
     pub fn client_first(&mut self) -> Vec<u8> {
         let client_nonce = self.fixed_nonce.clone().unwrap_or_else(random_nonce);
         let client_first_bare = format!("n={},r={client_nonce}", self.username).into_bytes();
-        let mut message = b"n,,".to_vec();
+        let mut message = self.binding.gs2_header().to_vec();
         message.extend_from_slice(&client_first_bare);
         self.state = State::First {
             client_nonce,
@@ -163,7 +202,7 @@ impl ScramClient {
             ScramCredential::Keys(keys) => (keys.client_key, keys.server_key),
         };
 
-        let mut without_proof = b"c=biws,r=".to_vec();
+        let mut without_proof = format!("c={},r=", self.binding.c_attribute()).into_bytes();
         without_proof.extend_from_slice(nonce);
         let auth_message: [&[u8]; 5] = [&client_first_bare, b",", data, b",", &without_proof];
         let client_signature = hmac_sha256(&sha256(&client_key), &auth_message);

@@ -1,6 +1,6 @@
 //! pgfleet as the SCRAM-SHA-256 server, towards clients (RFC 5802, RFC 7677),
-//! following PostgreSQL's implementation: no channel binding (the gs2 header
-//! must be `n,,` or `y,,`), the user name in client-first-message is ignored
+//! following PostgreSQL's implementation: `tls-server-end-point` channel binding
+//! (SCRAM-SHA-256-PLUS) over TLS, the user name in client-first-message is ignored
 //! (the startup packet's user counts), no authorization identity, no
 //! mandatory extensions.
 
@@ -25,6 +25,11 @@ pub struct ScramServer {
     server_nonce: String,
     /// A mock exchange for an unknown user: always fails at the proof.
     doomed: bool,
+    /// pgfleet's certificate's `tls-server-end-point` data, when the client is on TLS
+    /// and SCRAM-SHA-256-PLUS was offered.
+    end_point: Option<Vec<u8>>,
+    /// The client selected SCRAM-SHA-256-PLUS.
+    plus: bool,
     state: State,
 }
 
@@ -32,8 +37,9 @@ enum State {
     Initial,
     /// server-first-message sent.
     First {
-        /// gs2 header as sent by the client (`n,,` or `y,,`).
-        gs2_header: Vec<u8>,
+        /// What c= must hold: the gs2 header as sent by the client, followed by the
+        /// channel-binding data when it uses channel binding.
+        binding: Vec<u8>,
         client_first_bare: Vec<u8>,
         server_first: Vec<u8>,
         /// Client nonce followed by server nonce.
@@ -90,7 +96,20 @@ impl ScramServer {
             secret,
             server_nonce: random_nonce(),
             doomed,
+            end_point: None,
+            plus: false,
             state: State::Initial,
+        }
+    }
+
+    /// The same server on a TLS connection: `end_point` is pgfleet's certificate's
+    /// `tls-server-end-point` data when SCRAM-SHA-256-PLUS was offered, `plus` whether
+    /// the client selected it.
+    pub fn on_tls(self, end_point: Option<Vec<u8>>, plus: bool) -> ScramServer {
+        ScramServer {
+            end_point,
+            plus,
+            ..self
         }
     }
 
@@ -115,6 +134,30 @@ impl ScramServer {
             return Err(ScramError::Malformed("client-first-message too long"));
         }
         let (gs2_header, bare) = split_gs2_header(data)?;
+        let mut binding = gs2_header.to_vec();
+        match (gs2_header[0], &self.end_point) {
+            (b'p', None) => return Err(ScramError::ChannelBindingNotSupported),
+            (b'p', Some(_)) if !self.plus => {
+                return Err(ScramError::Malformed(
+                    "the client selected SCRAM-SHA-256 without channel binding, but the message includes channel binding data",
+                ))
+            }
+            (b'p', Some(_)) if gs2_header != b"p=tls-server-end-point,," => {
+                return Err(ScramError::Unsupported("channel-binding type"))
+            }
+            (b'p', Some(hash)) => binding.extend_from_slice(hash),
+            (_, _) if self.plus => {
+                return Err(ScramError::Malformed(
+                    "the client selected SCRAM-SHA-256-PLUS, but the message does not include channel binding data",
+                ))
+            }
+            (b'y', Some(_)) => {
+                return Err(ScramError::Malformed(
+                    "channel binding negotiation error: the client supports channel binding but thinks the server does not; this server does",
+                ))
+            }
+            _ => {}
+        }
 
         // client-first-message-bare = [reserved-mext ","] username "," nonce ["," extensions]
         let mut attrs = Attrs::new(bare);
@@ -141,7 +184,7 @@ impl ScramServer {
             format!(",s={},i={}", b64(&self.secret.salt), self.secret.iterations).as_bytes(),
         );
         self.state = State::First {
-            gs2_header: gs2_header.to_vec(),
+            binding,
             client_first_bare: bare.to_vec(),
             server_first: server_first.clone(),
             nonce,
@@ -158,7 +201,7 @@ impl ScramServer {
         data: &[u8],
     ) -> Result<(Vec<u8>, ClientKeys), ScramError> {
         let State::First {
-            gs2_header,
+            binding,
             client_first_bare,
             server_first,
             nonce,
@@ -178,7 +221,7 @@ impl ScramServer {
         let cbind = b64_decode(cbind).ok_or(ScramError::Malformed(
             "client-final-message: invalid channel binding base64",
         ))?;
-        if cbind != gs2_header {
+        if cbind != binding {
             return Err(ScramError::Malformed(
                 "client-final-message: channel binding does not match the gs2 header",
             ));
@@ -230,20 +273,31 @@ impl ScramServer {
     }
 }
 
-/// Splits client-first-message into the gs2 header (`n,,` or `y,,`) and
-/// client-first-message-bare.
+/// Splits client-first-message into the gs2 header (`n,,`, `y,,` or
+/// `p=<type>,,`) and client-first-message-bare.
 fn split_gs2_header(data: &[u8]) -> Result<(&[u8], &[u8]), ScramError> {
-    match data.first() {
-        Some(b'n') | Some(b'y') => {}
-        Some(b'p') => return Err(ScramError::ChannelBindingNotSupported),
+    // The flag runs to the first comma: `n`, `y`, or `p=` and a binding type.
+    let flag_end = match data.first() {
+        Some(b'n') | Some(b'y') => 1,
+        Some(b'p') if data.get(1) == Some(&b'=') => {
+            let name_len = data[2..].iter().position(|&c| c == b',');
+            match name_len {
+                Some(n) if n > 0 => 2 + n,
+                _ => {
+                    return Err(ScramError::Malformed(
+                        "client-first-message: malformed channel binding type",
+                    ))
+                }
+            }
+        }
         _ => {
             return Err(ScramError::Malformed(
                 "client-first-message: expected channel binding flag (n, y or p)",
             ))
         }
-    }
-    match data.get(1..3) {
-        Some(b",,") => Ok((&data[..3], &data[3..])),
+    };
+    match data.get(flag_end..flag_end + 2) {
+        Some(b",,") => Ok((&data[..flag_end + 2], &data[flag_end + 2..])),
         Some([b',', b'a']) => Err(ScramError::Unsupported("authorization identity (a=)")),
         _ => Err(ScramError::Malformed(
             "client-first-message: malformed gs2 header",
@@ -298,7 +352,7 @@ mod tests {
                 b"p=tls-server-end-point,,n=,r=abc",
                 ScramError::ChannelBindingNotSupported,
             ),
-            (b"p,,n=,r=abc", ScramError::ChannelBindingNotSupported),
+            (b"p,,n=,r=abc", ScramError::Malformed("")),
             (b"n,a=admin,n=,r=abc", ScramError::Unsupported("")),
             (b"n,,m=ext,n=,r=abc", ScramError::Unsupported("")),
             (b"n,,r=abc", ScramError::Malformed("")),

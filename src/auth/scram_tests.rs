@@ -125,13 +125,69 @@ fn server_against_postgres_protocol_client() {
 }
 
 #[test]
-fn server_rejects_channel_binding_request() {
+fn server_rejects_channel_binding_without_tls() {
     let client = ScramSha256::new(b"pw", ChannelBinding::tls_server_end_point(vec![1, 2, 3]));
     let mut server = ScramServer::new(&Secret::Plain("pw".into())).unwrap();
     assert_eq!(
         server.handle_client_first(client.message()).unwrap_err(),
         ScramError::ChannelBindingNotSupported
     );
+}
+
+fn plus_server(end_point: &[u8], plus: bool) -> ScramServer {
+    let secret = Secret::Scram(ScramSecret::from_password("pw", b"salt", 16));
+    let server = ScramServer::new(&secret).unwrap();
+    server.on_tls(Some(end_point.to_vec()), plus)
+}
+
+#[test]
+fn channel_binding_with_postgres_protocol_client() {
+    let hash = [7u8; 32];
+    let bound = ChannelBinding::tls_server_end_point(hash.to_vec());
+    pp_exchange(&mut plus_server(&hash, true), "pw", bound).unwrap();
+    // Bound to another certificate (a man in the middle): refused at c=.
+    let other = ChannelBinding::tls_server_end_point(vec![8u8; 32]);
+    let err = pp_exchange(&mut plus_server(&hash, true), "pw", other).unwrap_err();
+    assert!(matches!(err, ScramError::Malformed(_)), "{err:?}");
+    // No channel binding while PLUS is offered but not selected: accepted (`n`).
+    pp_exchange(
+        &mut plus_server(&hash, false),
+        "pw",
+        ChannelBinding::unsupported(),
+    )
+    .unwrap();
+    // `y`: the client thinks the server offers no PLUS, but it does: a downgrade.
+    let err = pp_exchange(
+        &mut plus_server(&hash, false),
+        "pw",
+        ChannelBinding::unrequested(),
+    );
+    assert!(matches!(err, Err(ScramError::Malformed(_))), "{err:?}");
+    // PLUS selected without binding data, or binding data under plain SCRAM-SHA-256.
+    let err = pp_exchange(
+        &mut plus_server(&hash, true),
+        "pw",
+        ChannelBinding::unsupported(),
+    );
+    assert!(matches!(err, Err(ScramError::Malformed(_))), "{err:?}");
+    let bound = ChannelBinding::tls_server_end_point(hash.to_vec());
+    let err = pp_exchange(&mut plus_server(&hash, false), "pw", bound);
+    assert!(matches!(err, Err(ScramError::Malformed(_))), "{err:?}");
+}
+
+#[test]
+fn channel_binding_between_pgfleet_client_and_server() {
+    let hash = vec![3u8; 48];
+    let cred = ScramCredential::Password("pw".into());
+    let mut client = ScramClient::new(cred.clone()).with_binding(Binding::EndPoint(hash.clone()));
+    exchange(&mut client, &mut plus_server(&hash, true)).unwrap();
+    let mut client = ScramClient::new(cred.clone()).with_binding(Binding::EndPoint(vec![4u8; 48]));
+    let err = exchange(&mut client, &mut plus_server(&hash, true)).unwrap_err();
+    assert!(matches!(err, ScramError::Malformed(_)), "{err:?}");
+    // Over TLS towards a server without PLUS: `y,,`, accepted by a server without TLS.
+    let mut client = ScramClient::new(cred).with_binding(Binding::NotOffered);
+    let mut server = ScramServer::new(&Secret::Plain("pw".into())).unwrap();
+    exchange(&mut client, &mut server).unwrap();
 }
 
 /// Runs `client` against `server` to the end.

@@ -7,9 +7,11 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout_at, Instant};
+use tokio_postgres::tls::MakeTlsConnect;
 use tracing::{info, warn};
 
 use super::{ClusterState, Health, Node, NodeRole};
+use crate::tls::{host_of, ServerTls};
 
 /// Role, WAL receiver state, lag, (for a primary) timeline, and the WAL position
 /// (written on a primary, replayed on a replica) in one round trip.
@@ -92,15 +94,19 @@ async fn check_loop(
         let (pg, timeout, interval) = {
             let c = cluster.config();
             let password = cluster.health_password();
-            let pg = pg_config(&node.addr, &c.health_user, &c.health_database, password);
-            (pg, c.health_timeout, c.health_interval)
+            let mut pg = pg_config(&node.addr, &c.health_user, &c.health_database, password);
+            let tls = cluster.pools.server_tls();
+            if let Some(pg) = pg.as_mut() {
+                pg.ssl_mode(tls.ssl_mode());
+            }
+            (pg.map(|pg| (pg, tls)), c.health_timeout, c.health_interval)
         };
-        let Some(pg) = pg else {
+        let Some((pg, tls)) = pg else {
             warn!(cluster = %cluster.name, node = %node.addr, "cannot parse the node address; not checked");
             return;
         };
         let started = Instant::now();
-        let probe = probe(&mut session, &node.addr, &pg, timeout).await;
+        let probe = probe(&mut session, &node.addr, (&pg, &tls), timeout).await;
         if streak.apply(&cluster, &node, probe) {
             cluster.changed.notify_waiters();
         }
@@ -141,7 +147,7 @@ fn pg_config(
 async fn probe(
     session: &mut Option<Session>,
     addr: &str,
-    pg: &tokio_postgres::Config,
+    (pg, tls): (&tokio_postgres::Config, &ServerTls),
     limit: Duration,
 ) -> Probe {
     let deadline = Instant::now() + limit;
@@ -164,7 +170,12 @@ async fn probe(
     };
     let _ = stream.set_nodelay(true);
     let run = async {
-        let (client, conn) = match pg.connect_raw(stream, tokio_postgres::NoTls).await {
+        let make = &mut tls.for_postgres();
+        let connect = match MakeTlsConnect::<TcpStream>::make_tls_connect(make, host_of(addr)) {
+            Ok(c) => c,
+            Err(e) => return Probe::Failed(format!("TLS: {e}")),
+        };
+        let (client, conn) = match pg.connect_raw(stream, connect).await {
             Ok(c) => c,
             Err(e) => return Probe::Failed(e.to_string()),
         };

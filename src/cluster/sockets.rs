@@ -19,6 +19,8 @@ pub struct ServerInfo {
     pub database: String,
     pub user: String,
     pub connected_at: SystemTime,
+    /// TLS version and cipher suite; empty in plaintext.
+    pub tls: String,
 }
 
 /// The open server sockets of a node.
@@ -103,6 +105,7 @@ mod tests {
             database: "d".into(),
             user: "u".into(),
             connected_at: SystemTime::now(),
+            tls: String::new(),
         };
         let entry = sockets.register(&client, info).expect("registered");
         assert_eq!(sockets.list()[0].pid, 1);

@@ -3,6 +3,7 @@
 
 mod duration;
 mod schema;
+mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -10,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 pub use duration::format as format_duration;
 pub use schema::{
-    AuthType, Balance, Cluster, Config, Discovery, Endpoint, Fallback, General, Pool, PoolMode,
-    Role,
+    AuthType, Balance, ClientTlsMode, Cluster, Config, Discovery, Endpoint, Fallback, General,
+    Pool, PoolMode, Role, ServerTls, ServerTlsMode,
 };
 
 /// Why a configuration was refused.
@@ -46,7 +47,7 @@ pub struct Loaded {
 
 /// Loads `path`: one TOML file, or a directory whose `*.toml` files are merged (in name
 /// order; at most one may hold `[general]`, a cluster may appear in one file only).
-/// Relative `auth_file` paths are resolved against the file that sets them.
+/// Relative `auth_file` and TLS file paths are resolved against the file that sets them.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let files = if path.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
@@ -94,14 +95,16 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
                 return Err(invalid(file, "general", "[general] is set in two files"));
             }
             general_seen = true;
+            let base = file.parent().unwrap_or(Path::new("."));
             if part.general.auth_file.is_relative() {
-                let base = file.parent().unwrap_or(Path::new("."));
                 part.general.auth_file = base.join(&part.general.auth_file);
             }
+            tls::resolve_general(&mut part.general, base);
             merged.config.general = part.general;
             merged.general_file = file.clone();
         }
-        for (name, cluster) in part.clusters {
+        for (name, mut cluster) in part.clusters {
+            tls::resolve_cluster(&mut cluster, file.parent().unwrap_or(Path::new(".")));
             if let Some(other) = merged.cluster_files.get(&name) {
                 let msg = format!("cluster also defined in {}", other.display());
                 return Err(invalid(file, &format!("clusters.{name}"), &msg));
@@ -115,6 +118,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         merged.config.general.auth_file = base.join(&merged.config.general.auth_file);
     }
     validate(&merged)?;
+    tls::validate(&merged)?;
     Ok(merged)
 }
 

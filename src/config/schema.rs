@@ -75,6 +75,95 @@ pub struct General {
     /// port is 0. Needs a restart.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub takeover_socket: Option<PathBuf>,
+    /// TLS towards clients: `disable` (default), `allow`, `prefer` or `require`.
+    pub client_tls_sslmode: ClientTlsMode,
+    /// PEM certificate chain shown to clients (relative to the config file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `client_tls_cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates that client certificates, when a client presents one, must
+    /// chain to. Default: none (client certificates are not asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_tls_ca_file: Option<PathBuf>,
+    /// TLS towards PostgreSQL: `disable`, `prefer` (default), `require`, `verify-ca`
+    /// or `verify-full`. A cluster may set its own `server_tls_*` keys.
+    pub server_tls_sslmode: ServerTlsMode,
+    /// PEM CA certificates for `verify-ca` and `verify-full`. Default: the system's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate shown to servers that ask for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `server_tls_cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_tls_key_file: Option<PathBuf>,
+}
+
+/// TLS modes towards clients, as PgBouncer's `client_tls_sslmode`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientTlsMode {
+    /// SSLRequest is answered `N`; direct TLS is refused.
+    #[default]
+    Disable,
+    /// TLS when the client asks for it.
+    Allow,
+    /// The same as `allow` (the client decides).
+    Prefer,
+    /// A client that starts without TLS is refused (28000).
+    Require,
+}
+
+/// TLS modes towards PostgreSQL, as PgBouncer's `server_tls_sslmode` and libpq's
+/// `sslmode`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerTlsMode {
+    /// Plaintext.
+    Disable,
+    /// TLS when the server supports it, plaintext otherwise; the certificate is not
+    /// checked (default, as PgBouncer).
+    #[default]
+    Prefer,
+    /// TLS or no connection; the certificate is not checked.
+    Require,
+    /// TLS with a certificate that chains to `server_tls_ca_file` (or the system's
+    /// roots when it is not set); the host name is not checked.
+    VerifyCa,
+    /// `verify-ca`, and the certificate must name the host pgfleet connected to.
+    VerifyFull,
+}
+
+/// The `server_tls_*` settings one cluster's connections use: the cluster's own keys,
+/// else `[general]`'s.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ServerTls {
+    pub mode: ServerTlsMode,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl Cluster {
+    /// This cluster's `server_tls_*` settings, `general`'s where it sets none.
+    pub fn server_tls(&self, general: &General) -> ServerTls {
+        ServerTls {
+            mode: self
+                .server_tls_sslmode
+                .unwrap_or(general.server_tls_sslmode),
+            ca_file: self
+                .server_tls_ca_file
+                .clone()
+                .or(general.server_tls_ca_file.clone()),
+            cert_file: (self.server_tls_cert_file.clone()).or(general.server_tls_cert_file.clone()),
+            key_file: self
+                .server_tls_key_file
+                .clone()
+                .or(general.server_tls_key_file.clone()),
+        }
+    }
 }
 
 impl Default for General {
@@ -94,6 +183,14 @@ impl Default for General {
             workers: 0,
             shutdown_timeout: Duration::from_secs(30),
             takeover_socket: None,
+            client_tls_sslmode: ClientTlsMode::default(),
+            client_tls_cert_file: None,
+            client_tls_key_file: None,
+            client_tls_ca_file: None,
+            server_tls_sslmode: ServerTlsMode::default(),
+            server_tls_ca_file: None,
+            server_tls_cert_file: None,
+            server_tls_key_file: None,
         }
     }
 }
@@ -171,6 +268,18 @@ pub struct Cluster {
     /// Pool settings shared by the cluster's endpoints.
     #[serde(default)]
     pub pool: Pool,
+    /// The cluster's own `server_tls_sslmode`; default: `[general]`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_tls_sslmode: Option<ServerTlsMode>,
+    /// The cluster's own `server_tls_ca_file` (relative to its config file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_tls_ca_file: Option<PathBuf>,
+    /// The cluster's own `server_tls_cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_tls_cert_file: Option<PathBuf>,
+    /// The cluster's own `server_tls_key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_tls_key_file: Option<PathBuf>,
     /// Listen addresses with a role.
     pub endpoints: BTreeMap<String, Endpoint>,
 }

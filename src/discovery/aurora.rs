@@ -10,16 +10,19 @@
 mod status;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
+use arc_swap::ArcSwap;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::{Member, Poll, Source};
 use crate::config;
+use crate::tls::ServerTls;
 
 /// Time one member has to accept the connection, log in and answer the query.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -37,6 +40,7 @@ pub struct Aurora {
     user: String,
     database: String,
     password: Option<String>,
+    tls: Arc<ArcSwap<ServerTls>>,
     state: Mutex<State>,
 }
 
@@ -72,14 +76,20 @@ enum Failure {
 }
 
 impl Aurora {
-    /// The source for `config`; `password` is the health user's.
-    pub fn new(config: &config::Cluster, password: Option<String>) -> Aurora {
+    /// The source for `config`; `password` is the health user's; `tls` the cluster's
+    /// TLS settings towards its servers.
+    pub fn new(
+        config: &config::Cluster,
+        password: Option<String>,
+        tls: Arc<ArcSwap<ServerTls>>,
+    ) -> Aurora {
         Aurora {
             seeds: config.hosts.clone(),
             template: config.instance_endpoint.clone().unwrap_or_default(),
             user: config.health_user.clone(),
             database: config.health_database.clone(),
             password,
+            tls,
             state: Mutex::new(State::default()),
         }
     }
@@ -139,7 +149,9 @@ impl Aurora {
         if let Some(pw) = &self.password {
             pg.password(pw);
         }
-        let (client, connection) = pg.connect(NoTls).await?;
+        let tls = self.tls.load();
+        pg.ssl_mode(tls.ssl_mode());
+        let (client, connection) = pg.connect(tls.for_postgres()).await?;
         let task = tokio::spawn(async move {
             let _ = connection.await;
         });

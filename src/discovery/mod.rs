@@ -61,6 +61,8 @@ pub trait Source: Send + Sync {
 pub struct Context {
     /// The health user's password (the `aurora` source queries through it).
     pub health_password: Option<String>,
+    /// The cluster's TLS settings towards its servers, as they are when used.
+    pub server_tls: Arc<arc_swap::ArcSwap<crate::tls::ServerTls>>,
 }
 
 /// The source a cluster's configuration selects.
@@ -72,6 +74,7 @@ pub fn source(config: &config::Cluster, ctx: &Context) -> anyhow::Result<Arc<dyn
         Discovery::Aurora => Ok(Arc::new(aurora::Aurora::new(
             config,
             ctx.health_password.clone(),
+            ctx.server_tls.clone(),
         ))),
         Discovery::Rds => Ok(Arc::new(rds::Rds::new(config)?)),
     }

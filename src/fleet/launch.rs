@@ -35,8 +35,12 @@ pub(super) fn source(
     name: &str,
     config: &config::Cluster,
     health_password: Option<String>,
+    cluster: &ClusterState,
 ) -> anyhow::Result<Arc<dyn Source>> {
-    let ctx = discovery::Context { health_password };
+    let ctx = discovery::Context {
+        health_password,
+        server_tls: cluster.pools.server_tls_slot(),
+    };
     discovery::source(config, &ctx).with_context(|| format!("clusters.{name}.discovery"))
 }
 

@@ -16,6 +16,7 @@ use crate::cluster::ClusterState;
 use crate::config::Loaded;
 use crate::listen::Listeners;
 use crate::state::{State, Topology};
+use crate::tls::{self, ClientTls};
 use crate::{admin, http, stats};
 
 pub use reload::{reload, Reloaded};
@@ -43,15 +44,23 @@ impl Fleet {
     pub async fn start_with(loaded: Loaded, listeners: Listeners) -> anyhow::Result<Fleet> {
         let config = Arc::new(loaded.config);
         let users = Userlist::load(&config.general.auth_file)?;
+        let client_tls = ClientTls::load(&config.general).context("client TLS")?;
+        let mut server_tls = tls::load_server_tls(&config)?;
         let clusters: Vec<Arc<ClusterState>> = config
             .clusters
             .iter()
             .map(|(name, c)| Arc::new(ClusterState::new(name, c)))
             .collect();
+        for cluster in &clusters {
+            if let Some(tls) = server_tls.remove(&cluster.name) {
+                cluster.pools.set_server_tls(tls);
+            }
+        }
         let topology = Topology {
             config: config.clone(),
             users: Arc::new(users),
             clusters: clusters.clone(),
+            client_tls,
         };
         let state = Arc::new(State::new(topology, loaded.path, listeners));
         let admin_listener = match config.general.admin_listen {
@@ -76,7 +85,12 @@ impl Fleet {
         for cluster in &clusters {
             let c = cluster.config();
             let password = launch::health_password(&state.current.load().users, &c.health_user);
-            sources.push(launch::source(&cluster.name, &c, password.clone())?);
+            sources.push(launch::source(
+                &cluster.name,
+                &c,
+                password.clone(),
+                cluster,
+            )?);
             cluster.set_health_password(password);
         }
         for (cluster, source) in clusters.iter().zip(sources) {

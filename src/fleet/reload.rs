@@ -11,6 +11,7 @@
 //! after keeps its health, role and lag: no session goes to a member whose role is not
 //! known.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::cluster::{ClusterState, EndpointState, Phase};
 use crate::config::{self, Config};
 use crate::discovery::Source;
 use crate::state::{State, Topology};
+use crate::tls::{self, ClientTls, ServerTls};
 
 /// What a reload changed.
 #[derive(Debug, Default)]
@@ -63,6 +65,9 @@ pub async fn reload(state: &Arc<State>) -> anyhow::Result<Reloaded> {
 struct Plan {
     config: Arc<Config>,
     users: Arc<Userlist>,
+    /// Read from the files again, changed or not: a renewed certificate is taken.
+    client_tls: Option<Arc<ClientTls>>,
+    server_tls: BTreeMap<String, Arc<ServerTls>>,
     warnings: Vec<String>,
     clusters: Vec<ClusterPlan>,
     /// Running clusters the configuration no longer has.
@@ -85,6 +90,8 @@ fn prepare(state: &State) -> anyhow::Result<Plan> {
     let loaded = config::load(&state.config_path)?;
     let mut config = loaded.config;
     let users = Userlist::load(&config.general.auth_file)?;
+    let client_tls = ClientTls::load(&config.general).context("client TLS")?;
+    let server_tls = tls::load_server_tls(&config)?;
     let old = state.current.load_full();
     let warnings = keep_restart_settings(&mut config, &old.config);
     let known = state.listeners.addrs();
@@ -109,6 +116,8 @@ fn prepare(state: &State) -> anyhow::Result<Plan> {
     Ok(Plan {
         config: Arc::new(config),
         users: Arc::new(users),
+        client_tls,
+        server_tls,
         warnings,
         clusters,
         removed,
@@ -135,7 +144,7 @@ fn plan_clusters(
             is_running && **cluster.config() == *c && cluster.health_password() == health_password;
         let source = match unchanged {
             true => None,
-            false => Some(launch::source(name, c, health_password.clone())?),
+            false => Some(launch::source(name, c, health_password.clone(), &cluster)?),
         };
         let to_add: Vec<(String, SocketAddr)> = match is_running {
             true => cluster
@@ -213,10 +222,17 @@ fn apply(state: &Arc<State>, plan: Plan) -> Reloaded {
     state
         .client_slots
         .resize(plan.config.general.max_client_conn);
+    let mut server_tls = plan.server_tls;
+    for p in &plan.clusters {
+        if let Some(tls) = server_tls.remove(&p.cluster.name) {
+            p.cluster.pools.set_server_tls(tls);
+        }
+    }
     state.current.store(Arc::new(Topology {
         config: plan.config.clone(),
         users: plan.users,
         clusters: plan.clusters.iter().map(|p| p.cluster.clone()).collect(),
+        client_tls: plan.client_tls,
     }));
     let open_addrs: Vec<SocketAddr> = plan
         .config

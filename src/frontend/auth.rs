@@ -3,6 +3,7 @@
 
 use crate::auth::{
     verify_md5, DerivedSecrets, ScramError, ScramServer, Secret, Userlist, SCRAM_SHA_256,
+    SCRAM_SHA_256_PLUS,
 };
 use crate::config::AuthType;
 use crate::pool::Credentials;
@@ -85,16 +86,25 @@ async fn scram_exchange(
     conn: &mut ClientConn,
     mut server: ScramServer,
 ) -> Result<crate::auth::ClientKeys, Failure> {
-    msg::authentication_sasl(&mut conn.out, &[SCRAM_SHA_256]);
+    // Over TLS, channel binding is offered first, as PostgreSQL does.
+    let end_point = conn.end_point.clone();
+    match end_point {
+        Some(_) => msg::authentication_sasl(&mut conn.out, &[SCRAM_SHA_256_PLUS, SCRAM_SHA_256]),
+        None => msg::authentication_sasl(&mut conn.out, &[SCRAM_SHA_256]),
+    }
     conn.flush().await?;
     let m = conn.read_message().await?;
     let (mechanism, first) = parse_sasl_initial(&m).map_err(ClientError::from)?;
-    if mechanism != SCRAM_SHA_256 {
+    let plus = mechanism == SCRAM_SHA_256_PLUS && end_point.is_some();
+    if mechanism != SCRAM_SHA_256 && !plus {
         return Err(ClientError::fatal(
             sqlstate::PROTOCOL_VIOLATION,
             "client selected an invalid SASL authentication mechanism",
         )
         .into());
+    }
+    if conn.stream.is_tls() {
+        server = server.on_tls(end_point, plus);
     }
     let server_first = server.handle_client_first(first).map_err(scram_error)?;
     msg::authentication_sasl_continue(&mut conn.out, &server_first);

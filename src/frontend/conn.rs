@@ -1,11 +1,12 @@
 //! A client socket with its framing buffers, for the startup and login phases.
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::error::ClientError;
-use crate::protocol::{next_message, parse_startup, StartupPacket};
+use crate::protocol::{next_message, parse_startup, sqlstate, StartupPacket};
+use crate::tls::{ClientTls, Stream, ALPN_POSTGRESQL, TLS_HANDSHAKE};
 
 /// The largest message accepted before the client is authenticated (PostgreSQL's
 /// limit for authentication messages).
@@ -14,10 +15,13 @@ pub const LOGIN_MAX_MESSAGE: usize = 65_535;
 /// A client connection: the socket, bytes read but not consumed, bytes to send.
 #[derive(Debug)]
 pub struct ClientConn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     pub buf: BytesMut,
     pub out: BytesMut,
     pub max_message: usize,
+    /// On TLS: pgfleet's certificate's `tls-server-end-point` data, with which
+    /// SCRAM-SHA-256-PLUS is offered.
+    pub end_point: Option<Vec<u8>>,
 }
 
 impl ClientConn {
@@ -25,16 +29,65 @@ impl ClientConn {
     /// until `max_message` is raised after authentication.
     pub fn new(stream: TcpStream) -> ClientConn {
         ClientConn {
-            stream,
+            stream: Stream::Plain(stream),
             buf: BytesMut::with_capacity(8192),
             out: BytesMut::with_capacity(1024),
             max_message: LOGIN_MAX_MESSAGE,
+            end_point: None,
         }
     }
 
     async fn fill(&mut self) -> Result<(), ClientError> {
         if self.stream.read_buf(&mut self.buf).await? == 0 {
             return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        Ok(())
+    }
+
+    /// Whether the client opened with a TLS handshake (direct TLS, PostgreSQL 17)
+    /// rather than a startup packet. Reads nothing.
+    pub async fn opens_with_tls(&mut self) -> Result<bool, ClientError> {
+        let Stream::Plain(tcp) = &self.stream else {
+            return Ok(false);
+        };
+        let mut first = [0u8; 1];
+        if tcp.peek(&mut first).await? == 0 {
+            return Err(ClientError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        Ok(first[0] == TLS_HANDSHAKE)
+    }
+
+    /// Runs the TLS handshake as the server. `direct`: the client started with TLS, so
+    /// it must have asked for PostgreSQL by ALPN (as PostgreSQL 17 requires).
+    pub async fn start_tls(&mut self, tls: &ClientTls, direct: bool) -> Result<(), ClientError> {
+        if !self.buf.is_empty() {
+            // Bytes sent before the handshake would be taken as if they came encrypted.
+            return Err(ClientError::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                "received unencrypted data after SSL request",
+            ));
+        }
+        let Some(tcp) = self.stream.take_plain() else {
+            return Err(ClientError::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                "SSL request on an encrypted connection",
+            ));
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+        let stream = acceptor.accept(tcp).await.map_err(|e| {
+            ClientError::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                format!("TLS handshake failed: {e}"),
+            )
+        })?;
+        let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        self.stream = Stream::Tls(Box::new(stream.into()));
+        self.end_point = tls.end_point.clone();
+        if direct && alpn.as_deref() != Some(ALPN_POSTGRESQL) {
+            return Err(ClientError::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                "direct TLS connection without ALPN protocol \"postgresql\"",
+            ));
         }
         Ok(())
     }
@@ -63,7 +116,7 @@ impl ClientConn {
     /// Sends what `out` holds.
     pub async fn flush(&mut self) -> Result<(), ClientError> {
         if !self.out.is_empty() {
-            self.stream.write_all(&self.out).await?;
+            self.stream.send(&self.out).await?;
             self.out.clear();
         }
         Ok(())

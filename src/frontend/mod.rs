@@ -134,8 +134,9 @@ async fn handle_client(
         endpoint: &ep.name,
         peer,
         application_name,
+        tls: conn.stream.tls_text(),
     };
-    let registered = state.clients.register(new, &conn.stream);
+    let registered = state.clients.register(new, conn.stream.fd());
     let client = session::Client {
         info: &registered.info,
         id,
@@ -208,7 +209,8 @@ pub(crate) async fn login(
 ) -> Option<(StartupParams, Credentials)> {
     let general = &topology.config.general;
     let steps = async {
-        let params = match startup::read_hello(conn).await? {
+        let tls = topology.client_tls.as_deref();
+        let params = match startup::read_hello(conn, tls).await? {
             Hello::Cancel { pid, key } => {
                 cancel(state, pid, key).await;
                 return Ok(None);

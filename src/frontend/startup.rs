@@ -1,10 +1,13 @@
-//! The startup phase: TLS/GSS negotiation (declined), cancel requests, protocol version,
-//! and the client's parameters.
+//! The startup phase: TLS negotiation (SSLRequest or direct TLS, as
+//! `client_tls_sslmode` says; GSS encryption declined), cancel requests, protocol
+//! version, and the client's parameters.
 
+use crate::config::ClientTlsMode;
 use crate::protocol::backend::negotiate_protocol_version;
 use crate::protocol::sqlstate;
 use crate::protocol::startup::parse_options;
 use crate::protocol::StartupPacket;
+use crate::tls::ClientTls;
 
 use super::conn::ClientConn;
 use super::error::ClientError;
@@ -28,11 +31,27 @@ pub struct StartupParams {
     pub settings: Vec<(String, String)>,
 }
 
-/// Reads the client's first packets until a StartupMessage or CancelRequest.
-pub async fn read_hello(conn: &mut ClientConn) -> Result<Hello, ClientError> {
+/// Reads the client's first packets until a StartupMessage or CancelRequest, setting
+/// TLS up on the way when `tls` is configured and the client asks for it.
+pub async fn read_hello(
+    conn: &mut ClientConn,
+    tls: Option<&ClientTls>,
+) -> Result<Hello, ClientError> {
+    if let Some(tls) = tls {
+        if conn.opens_with_tls().await? {
+            conn.start_tls(tls, true).await?;
+        }
+    }
     // A client may ask for TLS and then GSS encryption (or the reverse) before it starts.
     for _ in 0..3 {
         match conn.read_startup().await? {
+            StartupPacket::SslRequest if !conn.stream.is_tls() && tls.is_some() => {
+                conn.out.extend_from_slice(b"S");
+                conn.flush().await?;
+                if let Some(tls) = tls {
+                    conn.start_tls(tls, false).await?;
+                }
+            }
             StartupPacket::SslRequest | StartupPacket::GssEncRequest => {
                 conn.out.extend_from_slice(b"N");
                 conn.flush().await?;
@@ -47,7 +66,14 @@ pub async fn read_hello(conn: &mut ClientConn) -> Result<Hello, ClientError> {
                 ))
             }
             StartupPacket::Startup { minor, params } => {
-                return startup_params(conn, minor, params).map(Hello::Startup)
+                let required = tls.is_some_and(|t| t.mode == ClientTlsMode::Require);
+                if required && !conn.stream.is_tls() {
+                    return Err(ClientError::fatal(
+                        sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                        "SSL required: this pgfleet refuses unencrypted connections (client_tls_sslmode = require)",
+                    ));
+                }
+                return startup_params(conn, minor, params).map(Hello::Startup);
             }
         }
     }

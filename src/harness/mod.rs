@@ -44,6 +44,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 mod process;
 mod replication;
 mod sql;
+mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -216,8 +216,10 @@ impl Pool {
         let cred = self.credentials();
         let generation = self.node.generation();
         let limit = config.server_connect_timeout;
+        let tls = set.server_tls();
         let connect = ServerConn::connect(
             &self.node.addr,
+            &tls,
             &self.key.database,
             &cred,
             self.max_message,
@@ -234,8 +236,9 @@ impl Pool {
             database: self.key.database.clone(),
             user: self.key.user.clone(),
             connected_at: std::time::SystemTime::now(),
+            tls: conn.stream.tls_text(),
         };
-        conn.socket = self.node.sockets.register(&conn.stream, info);
+        conn.socket = (conn.stream.fd()).and_then(|fd| self.node.sockets.register(&fd, info));
         tracing::debug!(node = %self.node.addr, db = %self.key.database, user = %self.key.user, pid = conn.backend_pid, "server connection opened");
         lock(&self.baseline).get_or_insert_with(|| Arc::new(conn.params.clone()));
         Ok(conn)
@@ -271,9 +274,26 @@ pub struct PoolSet {
     db_limits: Mutex<HashMap<(usize, String), Arc<Capacity>>>,
     /// How the cluster's servers spell clients' startup values.
     pub spellings: Spellings,
+    /// TLS towards the cluster's servers (`server_tls_*`), replaced on reload.
+    server_tls: Arc<arc_swap::ArcSwap<crate::tls::ServerTls>>,
 }
 
 impl PoolSet {
+    /// The cluster's TLS settings towards its servers now.
+    pub fn server_tls(&self) -> Arc<crate::tls::ServerTls> {
+        self.server_tls.load_full()
+    }
+
+    /// Where the TLS settings are kept, for tasks that connect on their own.
+    pub fn server_tls_slot(&self) -> Arc<arc_swap::ArcSwap<crate::tls::ServerTls>> {
+        self.server_tls.clone()
+    }
+
+    /// Replaces the TLS settings; connections made from now on use them.
+    pub fn set_server_tls(&self, tls: Arc<crate::tls::ServerTls>) {
+        self.server_tls.store(tls);
+    }
+
     /// The pool for (node, database, user), created on first use. `cred` replaces the
     /// pool's credentials when it brings SCRAM keys the pool lacks.
     pub fn get(

@@ -6,14 +6,18 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use postgres_protocol::message::frontend as fe;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use crate::auth::{md5_response_for_server, ClientKeys, ScramClient, ScramCredential, Secret};
+use crate::auth::{
+    md5_response_for_server, Binding, ClientKeys, ScramClient, ScramCredential, Secret,
+    SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
+};
 use crate::cancel::CancelGate;
 use crate::cluster::sockets::SocketEntry;
 use crate::protocol::backend::{parse_error_fields, parse_parameter_status, ErrorFields};
 use crate::protocol::frame::{body, next_message};
+use crate::tls::{connect_server, ServerTls, Stream, TlsError};
 
 /// What pgfleet logs into PostgreSQL with, for one user.
 #[derive(Debug, Clone)]
@@ -42,12 +46,15 @@ pub enum ServerError {
     Login(String),
     #[error("server protocol error: {0}")]
     Protocol(String),
+    /// TLS as `server_tls_sslmode` asks could not be set up.
+    #[error("TLS to the server: {0}")]
+    Tls(String),
 }
 
 /// A logged-in server connection.
 #[derive(Debug)]
 pub struct ServerConn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Bytes read from the server and not consumed yet.
     pub buf: BytesMut,
     /// The server's ParameterStatus values, kept current.
@@ -75,17 +82,24 @@ pub struct ServerConn {
 }
 
 impl ServerConn {
-    /// Connects to `addr` and logs in to `database` as `cred.user`.
+    /// Connects to `addr`, with TLS as `tls` says, and logs in to `database` as
+    /// `cred.user`.
     pub(super) async fn connect(
         addr: &str,
+        tls: &ServerTls,
         database: &str,
         cred: &Credentials,
         max_message: usize,
         open: super::OpenGuard,
         generation: u64,
     ) -> Result<ServerConn, ServerError> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let stream = match connect_server(tcp, addr, tls).await {
+            Ok(s) => s,
+            Err(TlsError::Io(e)) => return Err(ServerError::Io(e)),
+            Err(TlsError::Refused(why)) => return Err(ServerError::Tls(why)),
+        };
         let now = Instant::now();
         let mut conn = ServerConn {
             stream,
@@ -120,7 +134,7 @@ impl ServerConn {
             ("client_encoding", "UTF8"),
         ];
         fe::startup_message(params.iter().copied(), &mut out)?;
-        self.stream.write_all(&out).await?;
+        self.stream.send(&out).await?;
         let mut scram: Option<ScramClient> = None;
         loop {
             let msg = self.read_message(max).await?;
@@ -153,10 +167,19 @@ impl ServerConn {
                             fe::password_message(resp.as_bytes(), &mut out)?;
                         }
                         Some(10) => {
-                            let mechs = &b[4..];
-                            if !mechs.split(|&c| c == 0).any(|m| m == b"SCRAM-SHA-256") {
-                                return Err(login("the server offers no SCRAM-SHA-256"));
-                            }
+                            let offers = |name: &str| {
+                                b[4..].split(|&c| c == 0).any(|m| m == name.as_bytes())
+                            };
+                            let binding = match self.end_point() {
+                                Some(hash) if offers(SCRAM_SHA_256_PLUS) => Binding::EndPoint(hash),
+                                Some(_) => Binding::NotOffered,
+                                None => Binding::No,
+                            };
+                            let mechanism = match binding {
+                                Binding::EndPoint(_) => SCRAM_SHA_256_PLUS,
+                                _ if offers(SCRAM_SHA_256) => SCRAM_SHA_256,
+                                _ => return Err(login("the server offers no SCRAM-SHA-256")),
+                            };
                             let credential = match (&cred.secret, &cred.scram_keys) {
                                 (Some(Secret::Plain(pw)), _) => {
                                     ScramCredential::Password(pw.clone())
@@ -168,9 +191,9 @@ impl ServerConn {
                                     ))
                                 }
                             };
-                            let mut client = ScramClient::new(credential);
+                            let mut client = ScramClient::new(credential).with_binding(binding);
                             let first = client.client_first();
-                            fe::sasl_initial_response("SCRAM-SHA-256", &first, &mut out)?;
+                            fe::sasl_initial_response(mechanism, &first, &mut out)?;
                             scram = Some(client);
                         }
                         Some(11) => {
@@ -197,7 +220,7 @@ impl ServerConn {
                             ))
                         }
                     }
-                    self.stream.write_all(&out).await?;
+                    self.stream.send(&out).await?;
                 }
                 b'S' => self.record_parameter(b),
                 b'K' if b.len() == 8 => {
@@ -231,6 +254,12 @@ impl ServerConn {
         }
     }
 
+    /// The `tls-server-end-point` data of the server's certificate, on TLS.
+    fn end_point(&self) -> Option<Vec<u8>> {
+        let certs = self.stream.tls()?.peer_certificates()?;
+        crate::tls::end_point_hash(certs.first()?)
+    }
+
     /// Records a ParameterStatus body.
     pub fn record_parameter(&mut self, body: &[u8]) {
         self.in_step_with = None;
@@ -256,7 +285,7 @@ impl ServerConn {
     ) -> Result<Option<ErrorFields>, ServerError> {
         let mut out = BytesMut::new();
         fe::query(sql, &mut out)?;
-        self.stream.write_all(&out).await?;
+        self.stream.send(&out).await?;
         let mut error = None;
         loop {
             let msg = self.read_message(max).await?;
@@ -277,18 +306,17 @@ impl ServerConn {
     /// Whether an idle connection has nothing to say: a server that ended it
     /// (`pg_terminate_backend`, a restart, `idle_session_timeout`) has sent an error
     /// and closed it, and a connection with unread bytes is out of step.
-    pub fn quiet(&self) -> bool {
+    pub fn quiet(&mut self) -> bool {
         if !self.buf.is_empty() {
             return false;
         }
-        let mut byte = [0u8; 1];
-        matches!(self.stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        self.stream.nothing_to_read()
     }
 
     /// Sends Terminate; best effort (a server that does not read gets one second), the
     /// connection is closed right after.
     pub async fn terminate(mut self) {
-        let bye = self.stream.write_all(&[b'X', 0, 0, 0, 4]);
+        let bye = self.stream.send(&[b'X', 0, 0, 0, 4]);
         let _ = tokio::time::timeout(Duration::from_secs(1), bye).await;
     }
 }

@@ -1,6 +1,7 @@
 //! What the integration tests share: a real cluster with pgfleet in front, and clients.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod dnsmasq;
 pub mod http;
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use crate::pool::{record_parameter, PoolStats, PooledConn, Release};
 use crate::protocol::frame::{announced_size, body};
@@ -176,10 +176,10 @@ pub async fn pump(
             if off > 0 {
                 track.set_writing(true);
                 let sent = if out.is_empty() {
-                    sw.write_all(&cbuf[..off]).await
+                    sw.send(&cbuf[..off]).await
                 } else {
                     out.extend_from_slice(&cbuf[copied..off]);
-                    let r = sw.write_all(&out).await;
+                    let r = sw.send(&out).await;
                     out.clear();
                     r
                 };
@@ -302,13 +302,13 @@ pub async fn pump(
             }
             if off > 0 {
                 let sent = if copied == 0 {
-                    cw.write_all(&sbuf[..off]).await
+                    cw.send(&sbuf[..off]).await
                 } else {
                     out.extend_from_slice(&sbuf[copied..off]);
                     let r = if out.is_empty() {
                         Ok(())
                     } else {
-                        cw.write_all(&out).await
+                        cw.send(&out).await
                     };
                     out.clear();
                     r
