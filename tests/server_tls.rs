@@ -73,6 +73,14 @@ async fn require_encrypts_pooled_connections_and_health_checks() {
         let (tls, all) = counts.split_once('|').unwrap();
         assert!(tls == all && all != "0", "node {node}: {counts}");
     }
+    drop(fleet);
+
+    // The same servers with prefer (the default) and disable.
+    for (general, want) in [("", true), ("server_tls_sslmode = \"disable\"", false)] {
+        let (fleet, _dir) = common::start_fleet(&cluster, general, "", "").await;
+        let client = common::app(fleet.endpoints["main.reader"]).await;
+        assert_eq!(encrypted(&client).await, want, "{general}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,8 +103,8 @@ async fn prefer_falls_back_to_plaintext_and_require_does_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_ca_checks_the_chain_and_verify_full_the_name() {
     let pki = Pki::new();
-    // A certificate for another host name than the one pgfleet connects to.
-    let server = pki.issue("server", &["db.invalid"]);
+    // A certificate that names `localhost`, not `127.0.0.1`.
+    let server = pki.issue("server", &["localhost"]);
     let cluster = common::blocking(|| TestCluster::start(1)).unwrap();
     common::blocking(|| cluster.enable_tls(&server.cert_pem, &server.key_pem, None)).unwrap();
     let ca = pki.ca_file().display().to_string();
@@ -120,11 +128,21 @@ async fn verify_ca_checks_the_chain_and_verify_full_the_name() {
 
     let general = format!("server_tls_sslmode = \"verify-full\"\nserver_tls_ca_file = \"{ca}\"");
     let (fleet, _dir) = start(&cluster, &general).await;
-    all_fail_their_checks(&fleet, "127.0.0.1 is not db.invalid: verify-full fails").await;
+    all_fail_their_checks(&fleet, "127.0.0.1 is not localhost: verify-full fails").await;
     let err = common::connect(fleet.endpoints["main.reader"], "app", "app")
         .await
         .expect_err("no node can be used");
     assert_eq!(common::sqlstate(&err), "57P03", "{err}");
+    drop(fleet);
+
+    // The same servers named as the certificate names them.
+    let hosts: Vec<String> = (0..cluster.len())
+        .map(|n| format!("\"localhost:{}\"", cluster.port(n)))
+        .collect();
+    let members = format!("discovery = \"static\"\nhosts = [{}]", hosts.join(", "));
+    let (fleet, _dir) = common::start_fleet(&cluster, &general, &members, "").await;
+    let client = common::app(fleet.endpoints["main.reader"]).await;
+    assert!(encrypted(&client).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

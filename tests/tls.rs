@@ -106,19 +106,22 @@ async fn require_refuses_plaintext_and_binds_scram_to_the_channel() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prefer_serves_tls_and_plaintext_and_disable_declines_tls() {
+async fn prefer_and_allow_serve_tls_and_plaintext_and_disable_declines_tls() {
     let pki = Pki::new();
     let cert = pki.issue("pgfleet", &["localhost", "127.0.0.1"]);
-    let s = common::setup(1, &general("prefer", &cert), "", "").await;
-    let addr = s.addr("reader");
-    for mode in ["disable", "require"] {
-        let env = [("PGSSLMODE", mode)];
-        let (ok, out) = common::blocking(|| psql(addr, &env, "select 1"));
-        assert!(ok, "sslmode={mode}: {out}");
+    // allow is the same as prefer: the client decides.
+    for tls_mode in ["prefer", "allow"] {
+        let s = common::setup(1, &general(tls_mode, &cert), "", "").await;
+        let addr = s.addr("reader");
+        for env in [
+            &[("PGSSLMODE", "disable")][..],
+            &[("PGSSLMODE", "require")],
+            &[("PGSSLMODE", "require"), ("PGCHANNELBINDING", "require")],
+        ] {
+            let (ok, out) = common::blocking(|| psql(addr, env, "select 1"));
+            assert!(ok, "{tls_mode}, {env:?}: {out}");
+        }
     }
-    let env = [("PGSSLMODE", "require"), ("PGCHANNELBINDING", "require")];
-    let (ok, out) = common::blocking(|| psql(addr, &env, "select 1"));
-    assert!(ok, "channel binding: {out}");
 
     // Without client TLS configured, pgfleet declines TLS like a server without it.
     let plain = common::setup(1, "", "", "").await;
