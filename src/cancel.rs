@@ -2,8 +2,9 @@
 //! that pair is forwarded to the server connection running the client's query.
 //!
 //! The registry's lock is taken when a client connects or leaves and for each cancel
-//! request; pointing a client at the server connection of its next transaction only
-//! touches that client's own slot.
+//! request; pointing a client at the server connection of its next transaction is one
+//! atomic swap in that client's own slot (the target is built once per server
+//! connection).
 //!
 //! A cancel that arrives while a client's transaction runs but reaches the server just
 //! after it ended must not stop the next client's query on that connection. PostgreSQL
@@ -14,8 +15,10 @@
 //! node did not answer) closes the connection instead.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwapOption;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -85,6 +88,13 @@ impl CancelGate {
     }
 }
 
+impl GatePass {
+    /// Gives the pass back unused: the cancel was never sent, so nothing is on its way.
+    fn withdraw(mut self) {
+        self.delivered = true;
+    }
+}
+
 /// One cancel in flight; see [`CancelGate::enter`].
 #[derive(Debug)]
 pub struct GatePass {
@@ -106,7 +116,7 @@ impl Drop for GatePass {
 #[derive(Debug)]
 pub struct CancelSlot {
     key: u32,
-    target: Mutex<Option<CancelTarget>>,
+    target: ArcSwapOption<CancelTarget>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -115,8 +125,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl CancelSlot {
     /// Sets (or clears) the server connection the client's queries run on.
-    pub fn set(&self, target: Option<CancelTarget>) {
-        *lock(&self.target) = target;
+    pub fn set(&self, target: Option<Arc<CancelTarget>>) {
+        self.target.store(target);
     }
 }
 
@@ -129,7 +139,7 @@ pub struct TargetScope<'a>(&'a CancelSlot);
 
 impl<'a> TargetScope<'a> {
     /// Points the client's cancel key at `target`.
-    pub fn new(slot: &'a CancelSlot, target: CancelTarget) -> Self {
+    pub fn new(slot: &'a CancelSlot, target: Arc<CancelTarget>) -> Self {
         slot.set(Some(target));
         TargetScope(slot)
     }
@@ -138,6 +148,9 @@ impl<'a> TargetScope<'a> {
 impl Drop for TargetScope<'_> {
     fn drop(&mut self) {
         self.0.set(None);
+        // Pairs with the fence in `CancelRegistry::lookup`: either that lookup sees
+        // the target gone, or the gate check made after this sees its cancel.
+        fence(Ordering::SeqCst);
     }
 }
 
@@ -152,7 +165,7 @@ impl CancelRegistry {
     pub fn register(&self, pid: u32, key: u32) -> Arc<CancelSlot> {
         let slot = Arc::new(CancelSlot {
             key,
-            target: Mutex::new(None),
+            target: ArcSwapOption::empty(),
         });
         lock(&self.clients).insert(pid, slot.clone());
         slot
@@ -170,11 +183,17 @@ impl CancelRegistry {
         if (slot.key ^ key) != 0 {
             return None;
         }
-        // Entered under the slot's lock: once a client's target is cleared, every
-        // cancel that saw it is counted on the gate.
-        let target = lock(&slot.target);
-        let target = target.as_ref()?;
-        Some((target.clone(), target.gate.enter()))
+        // Counted on the gate first, then the target looked at again: once a client's
+        // target is cleared, every cancel that goes on is counted on the gate.
+        let target = slot.target.load_full()?;
+        let pass = target.gate.enter();
+        fence(Ordering::SeqCst);
+        let current = slot.target.load();
+        if !current.as_ref().is_some_and(|t| Arc::ptr_eq(t, &target)) {
+            pass.withdraw();
+            return None;
+        }
+        Some(((*target).clone(), pass))
     }
 }
 
@@ -238,12 +257,12 @@ mod tests {
         let slot = r.register(7, 42);
         assert!(r.lookup(7, 42).is_none());
         let gate = Arc::new(CancelGate::default());
-        slot.set(Some(CancelTarget {
+        slot.set(Some(Arc::new(CancelTarget {
             node: Arc::new(Node::new(0, "127.0.0.1:5432".into())),
             pid: 100,
             key: 5,
             gate: gate.clone(),
-        }));
+        })));
         let (target, pass) = r.lookup(7, 42).expect("a target");
         assert_eq!(target.pid, 100);
         assert!(gate.busy());

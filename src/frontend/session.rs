@@ -9,7 +9,7 @@ use bytes::Buf;
 use tokio::io::AsyncReadExt;
 use tracing::info;
 
-use crate::cancel::{CancelSlot, CancelTarget, TargetScope};
+use crate::cancel::{CancelSlot, TargetScope};
 use crate::clients::{ClientInfo, ClientState};
 use crate::cluster::{ClusterState, EndpointState, SessionSlot};
 use crate::config::{self, PoolMode, Role};
@@ -179,13 +179,7 @@ pub async fn report_changes(
 /// Cancel requests with the client's key reach this server connection until the
 /// returned scope is dropped (before the connection is).
 pub fn set_cancel_target<'a>(cancel: &'a CancelSlot, server: &PooledConn) -> TargetScope<'a> {
-    let target = CancelTarget {
-        node: server.pool().node.clone(),
-        pid: server.backend_pid,
-        key: server.backend_key,
-        gate: server.cancel_gate.clone(),
-    };
-    TargetScope::new(cancel, target)
+    TargetScope::new(cancel, server.cancel_target.clone())
 }
 
 /// How a pump end reads as the session's result.
@@ -211,12 +205,7 @@ pub fn pump_end(end: PumpEnd, server: &PooledConn) -> Result<PumpEnd, ClientErro
         )),
         PumpEnd::QueryTimeout => {
             // The query goes on running on the server unless it is cancelled.
-            let target = CancelTarget {
-                node: server.pool().node.clone(),
-                pid: server.backend_pid,
-                key: server.backend_key,
-                gate: server.cancel_gate.clone(),
-            };
+            let target = server.cancel_target.clone();
             let pass = target.gate.enter();
             tokio::spawn(async move { crate::cancel::send_cancel(&target, pass).await });
             Err(fatal(

@@ -218,7 +218,7 @@ impl Pool {
         let limit = config.server_connect_timeout;
         let tls = set.server_tls();
         let connect = ServerConn::connect(
-            &self.node.addr,
+            &self.node,
             &tls,
             &self.key.database,
             &cred,

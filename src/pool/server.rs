@@ -13,8 +13,9 @@ use crate::auth::{
     md5_response_for_server, Binding, ClientKeys, ScramClient, ScramCredential, Secret,
     SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
 };
-use crate::cancel::CancelGate;
+use crate::cancel::{CancelGate, CancelTarget};
 use crate::cluster::sockets::SocketEntry;
+use crate::cluster::Node;
 use crate::protocol::backend::{parse_error_fields, parse_parameter_status, ErrorFields};
 use crate::protocol::frame::{body, next_message};
 use crate::tls::{connect_server, ServerTls, Stream, TlsError};
@@ -76,16 +77,19 @@ pub struct ServerConn {
     pub prepared: super::PreparedSet,
     /// Cancel requests on their way to this connection.
     pub cancel_gate: Arc<CancelGate>,
+    /// Where a client's cancel request goes while it uses this connection (made once,
+    /// set in its cancel slot for each transaction).
+    pub cancel_target: Arc<CancelTarget>,
     /// The socket in its node's registry (see `cluster::sockets`).
     pub(super) socket: Option<SocketEntry>,
     pub(super) _open: super::OpenGuard,
 }
 
 impl ServerConn {
-    /// Connects to `addr`, with TLS as `tls` says, and logs in to `database` as
+    /// Connects to `node`, with TLS as `tls` says, and logs in to `database` as
     /// `cred.user`.
     pub(super) async fn connect(
-        addr: &str,
+        node: &Arc<Node>,
         tls: &ServerTls,
         database: &str,
         cred: &Credentials,
@@ -93,6 +97,7 @@ impl ServerConn {
         open: super::OpenGuard,
         generation: u64,
     ) -> Result<ServerConn, ServerError> {
+        let addr = node.addr.as_str();
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
         let stream = match connect_server(tcp, addr, tls).await {
@@ -101,6 +106,15 @@ impl ServerConn {
             Err(TlsError::Refused(why)) => return Err(ServerError::Tls(why)),
         };
         let now = Instant::now();
+        let gate = Arc::<CancelGate>::default();
+        let target = |pid, key| {
+            Arc::new(CancelTarget {
+                node: node.clone(),
+                pid,
+                key,
+                gate: gate.clone(),
+            })
+        };
         let mut conn = ServerConn {
             stream,
             buf: BytesMut::with_capacity(8192),
@@ -113,11 +127,13 @@ impl ServerConn {
             generation,
             applied: Vec::new(),
             prepared: super::PreparedSet::default(),
-            cancel_gate: Arc::default(),
+            cancel_gate: gate.clone(),
+            cancel_target: target(0, 0),
             socket: None,
             _open: open,
         };
         conn.login(database, cred, max_message).await?;
+        conn.cancel_target = target(conn.backend_pid, conn.backend_key);
         Ok(conn)
     }
 
