@@ -101,7 +101,7 @@ impl Kept {
                 }
                 Ok(Err(e)) => return Err(query_error(&conn.node, &e)),
                 Err(_) => {
-                    // It may answer later, out of step: not used again.
+                    // The server may be stuck: the next lookup opens another connection.
                     self.forget(&conn).await;
                     return Err(LookupError::Timeout(settings.timeout));
                 }
@@ -128,7 +128,9 @@ impl Kept {
     ) -> Result<(Arc<LookupConn>, bool), LookupError> {
         // Held while connecting: lookups of other users wait for this connection
         // rather than open their own.
-        let mut kept = self.0.lock().await;
+        let Ok(mut kept) = timeout_at(deadline, self.0.lock()).await else {
+            return Err(LookupError::Timeout(settings.timeout));
+        };
         if let Some(conn) = kept.as_ref() {
             let fits = !conn.client.is_closed()
                 && conn.made_with == *settings
