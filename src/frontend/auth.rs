@@ -10,7 +10,6 @@ use crate::pool::Credentials;
 use crate::protocol::backend as msg;
 use crate::protocol::frontend::{parse_password, parse_sasl_initial, parse_sasl_response};
 use crate::protocol::sqlstate;
-
 use crate::state::Topology;
 
 use super::conn::ClientConn;
