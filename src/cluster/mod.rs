@@ -47,6 +47,8 @@ pub struct ClusterState {
     /// The session-counter slots the endpoints hold.
     slots: Arc<endpoint::Slots>,
     pub pools: PoolSet,
+    /// `auth_query` lookups for the cluster's clients: the answers kept, the connection.
+    pub auth_query: crate::auth_query::Lookups,
     /// Woken whenever a node's health or role changes, so clients waiting for a node
     /// that fits re-check at once.
     pub changed: Notify,
@@ -95,6 +97,7 @@ impl ClusterState {
             endpoints: ArcSwap::from_pointee(endpoints),
             slots,
             pools: PoolSet::default(),
+            auth_query: Default::default(),
             changed: Notify::new(),
             promotion_clock: AtomicU64::new(0),
             writer_timeline: AtomicU64::new(0),

@@ -1,6 +1,7 @@
 //! Configuration: the TOML schema, loading from a file or a directory, and validation
 //! with errors that name the file, the key and what is wrong.
 
+mod auth_query;
 mod duration;
 mod schema;
 mod tls;
@@ -9,10 +10,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use auth_query::AuthQuery;
 pub use duration::format as format_duration;
 pub use schema::{
     AuthType, Balance, ClientTlsMode, Cluster, Config, Discovery, Endpoint, Fallback, General,
-    Pool, PoolMode, Role, ServerTls, ServerTlsMode,
+    Pool, PoolMode, Role, ServerTls, ServerTlsMode, DEFAULT_AUTH_QUERY,
 };
 
 /// Why a configuration was refused.
@@ -226,6 +228,7 @@ pub fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
         ("general.client_login_timeout", g.client_login_timeout),
         ("general.stats_period", g.stats_period),
         ("general.shutdown_timeout", g.shutdown_timeout),
+        ("general.auth_cache_ttl", g.auth_cache_ttl),
     ] {
         if d > MAX_DURATION {
             return Err(invalid(gfile, k, "must be at most 365 days"));
@@ -259,6 +262,13 @@ pub fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
         let key = |k: &str| format!("clusters.{name}.{k}");
         if let Err((k, msg)) = check_members(c) {
             return Err(invalid(file, &key(k), &msg));
+        }
+        if let Err((in_cluster, k, msg)) = auth_query::check(g, c) {
+            let (file, k) = match in_cluster {
+                true => (file, key(k)),
+                false => (gfile, format!("general.{k}")),
+            };
+            return Err(invalid(file, &k, msg));
         }
         let p = &c.pool;
         for (k, d) in [

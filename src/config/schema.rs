@@ -34,6 +34,9 @@ pub enum AuthType {
     Trust,
 }
 
+/// PgBouncer's default `auth_query`.
+pub const DEFAULT_AUTH_QUERY: &str = "SELECT usename, passwd FROM pg_shadow WHERE usename=$1";
+
 /// `[general]`: process-wide settings.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -46,6 +49,20 @@ pub struct General {
     pub auth_file: PathBuf,
     /// `scram-sha-256` (default), `md5` or `trust`.
     pub auth_type: AuthType,
+    /// The user `auth_query` runs as; its password is its plaintext `auth_file` entry,
+    /// or none (trust). Unset (default) or `""`: users not in `auth_file` are unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_user: Option<String>,
+    /// Finds the secret of a user not in `auth_file`: `$1` is the user name, the
+    /// second column of the first row its password (md5 hash or SCRAM secret). Default
+    /// `SELECT usename, passwd FROM pg_shadow WHERE usename=$1`.
+    pub auth_query: String,
+    /// Database `auth_query` runs in. Default `postgres`.
+    pub auth_dbname: String,
+    /// How long a secret `auth_query` found is used before it is looked up again (a
+    /// user it did not find: at most 5s). Default 60s; "0s" looks up every login.
+    #[serde(with = "duration")]
+    pub auth_cache_ttl: Duration,
     /// Users allowed every admin command. Default: none.
     pub admin_users: Vec<String>,
     /// Users allowed SHOW commands. Default: none.
@@ -173,6 +190,10 @@ impl Default for General {
             http_listen: None,
             auth_file: PathBuf::from("userlist.txt"),
             auth_type: AuthType::default(),
+            auth_user: None,
+            auth_query: DEFAULT_AUTH_QUERY.into(),
+            auth_dbname: "postgres".into(),
+            auth_cache_ttl: Duration::from_secs(60),
             admin_users: Vec::new(),
             stats_users: Vec::new(),
             max_client_conn: 10_000,
@@ -245,6 +266,16 @@ pub struct Cluster {
     /// Database the health check connects to. Default `postgres`.
     #[serde(default = "default_health_database")]
     pub health_database: String,
+    /// `auth_user` for this cluster instead of `[general]`'s; `""` turns `auth_query`
+    /// off for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_user: Option<String>,
+    /// `auth_query` for this cluster instead of `[general]`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_query: Option<String>,
+    /// `auth_dbname` for this cluster instead of `[general]`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_dbname: Option<String>,
     /// Time between two checks of a node. Default 1s.
     #[serde(default = "secs::<1>", with = "duration")]
     pub health_interval: Duration,

@@ -1,18 +1,71 @@
-//! Authenticating a client against `auth_file`: SCRAM-SHA-256, md5 or trust. Unknown
-//! users get the same exchange and the same error as a wrong password.
+//! Authenticating a client against `auth_file` (or, for a user not there, what
+//! `auth_query` finds): SCRAM-SHA-256, md5 or trust. Unknown users get the same exchange
+//! and the same error as a wrong password.
 
 use crate::auth::{
-    verify_md5, DerivedSecrets, ScramError, ScramServer, Secret, Userlist, SCRAM_SHA_256,
-    SCRAM_SHA_256_PLUS,
+    verify_md5, DerivedSecrets, ScramError, ScramServer, Secret, SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
 };
+use crate::auth_query;
+use crate::cluster::ClusterState;
 use crate::config::AuthType;
 use crate::pool::Credentials;
 use crate::protocol::backend as msg;
 use crate::protocol::frontend::{parse_password, parse_sasl_initial, parse_sasl_response};
 use crate::protocol::sqlstate;
+use crate::state::Topology;
 
 use super::conn::ClientConn;
 use super::error::ClientError;
+
+/// A user's secret, if pgfleet found one, and where it looked.
+pub struct UserSecret {
+    pub secret: Option<Secret>,
+    /// `auth_file`, or `auth_file and auth_query`, for the log line of a failed login.
+    pub looked_in: &'static str,
+}
+
+/// The secret of `user`: its `auth_file` entry, else, for a client of a cluster with
+/// an `auth_user` (the admin console has none), what `auth_query` finds. With
+/// `auth_type = trust` no secret is looked up.
+pub async fn find_secret(
+    user: &str,
+    topology: &Topology,
+    cluster: Option<&ClusterState>,
+) -> Result<UserSecret, ClientError> {
+    let general = &topology.config.general;
+    let in_file = |secret: Option<&Secret>| UserSecret {
+        secret: secret.cloned(),
+        looked_in: "auth_file",
+    };
+    let secret = topology.users.get(user);
+    let cluster = match (secret, cluster) {
+        (None, Some(c)) if general.auth_type != AuthType::Trust => c,
+        _ => return Ok(in_file(secret)),
+    };
+    let Some(settings) = auth_query::Settings::of(general, &cluster.config(), &topology.users)
+    else {
+        return Ok(in_file(None));
+    };
+    let lookups = &cluster.auth_query;
+    let found = match settings {
+        Ok(s) => {
+            lookups
+                .secret(cluster, &s, general.auth_cache_ttl, user)
+                .await
+        }
+        Err(e) => {
+            tracing::warn!(cluster = %cluster.name, user, error = %e, "auth_query lookup failed");
+            Err(e)
+        }
+    };
+    match found {
+        Ok(secret) => Ok(UserSecret {
+            secret,
+            looked_in: "auth_file and auth_query",
+        }),
+        Err(e) => Err(ClientError::fatal(e.sqlstate(), e.client_message(user))),
+    }
+}
 
 /// Runs the authentication exchange; on success returns what pgfleet will log into the
 /// servers with. AuthenticationOk is queued in `conn.out` but not flushed.
@@ -20,11 +73,11 @@ pub async fn authenticate(
     conn: &mut ClientConn,
     user: &str,
     auth_type: AuthType,
-    users: &Userlist,
+    found: UserSecret,
     derived: &DerivedSecrets,
     mock_key: &[u8],
 ) -> Result<Credentials, ClientError> {
-    let secret = users.get(user).cloned();
+    let UserSecret { secret, looked_in } = found;
     let mut cred = Credentials {
         user: user.to_owned(),
         secret: secret.clone(),
@@ -51,7 +104,9 @@ pub async fn authenticate(
             Ok(keys) if known => {
                 cred.scram_keys = Some(keys);
             }
-            Ok(_) | Err(Failure::WrongPassword) => return Err(wrong_password(user, &secret)),
+            Ok(_) | Err(Failure::WrongPassword) => {
+                return Err(wrong_password(user, &secret, looked_in))
+            }
             Err(Failure::Client(e)) => return Err(e),
         }
     } else {
@@ -64,7 +119,7 @@ pub async fn authenticate(
             .as_ref()
             .is_some_and(|s| verify_md5(s, user, salt, response));
         if !ok {
-            return Err(wrong_password(user, &secret));
+            return Err(wrong_password(user, &secret, looked_in));
         }
     }
     msg::authentication_ok(&mut conn.out);
@@ -131,13 +186,13 @@ fn scram_error(e: ScramError) -> Failure {
     }
 }
 
-fn wrong_password(user: &str, secret: &Option<Secret>) -> ClientError {
+fn wrong_password(user: &str, secret: &Option<Secret>, looked_in: &str) -> ClientError {
     let why = match secret {
-        None => "no such user in auth_file",
-        Some(Secret::Md5(_)) => "wrong password, or an md5 secret cannot do SCRAM",
-        Some(_) => "wrong password",
+        None => format!("no such user in {looked_in}"),
+        Some(Secret::Md5(_)) => "wrong password, or an md5 secret cannot do SCRAM".into(),
+        Some(_) => "wrong password".into(),
     };
-    tracing::warn!(user, reason = why, "password authentication failed");
+    tracing::warn!(user, reason = %why, "password authentication failed");
     ClientError::fatal(
         sqlstate::INVALID_PASSWORD,
         format!("password authentication failed for user \"{user}\""),

@@ -197,7 +197,8 @@ async fn until_stopped<F: std::future::Future>(
 }
 
 /// Reads the startup packet (forwarding a cancel request), lets `admit` refuse the
-/// client, and authenticates it, within `client_login_timeout`. `None` when the
+/// client, and authenticates it (a client of `cluster` who is not in `auth_file` with
+/// what `auth_query` finds), within `client_login_timeout`. `None` when the
 /// connection ends here (a cancel request, or a refusal the client was told of, counted
 /// on `cluster` when there is one).
 pub(crate) async fn login(
@@ -218,11 +219,12 @@ pub(crate) async fn login(
             Hello::Startup(p) => p,
         };
         admit(&params)?;
+        let found = auth::find_secret(&params.user, topology, cluster).await?;
         let cred = auth::authenticate(
             conn,
             &params.user,
             general.auth_type,
-            &topology.users,
+            found,
             &state.derived,
             &state.mock_key,
         )

@@ -116,6 +116,7 @@ fn registry(state: &State, topology: &Topology) -> Registry {
     member_metrics(&mut r, topology);
     pools(&mut r, topology);
     errors(&mut r, topology);
+    auth_query(&mut r, topology);
     r
 }
 
@@ -148,6 +149,50 @@ fn errors(r: &mut Registry, topology: &Topology) {
         "pgfleet_client_errors",
         "ErrorResponses pgfleet itself sent clients (refusals, timeouts, lost servers), by SQLSTATE",
         sent,
+    );
+}
+
+/// The `auth_query` counters of the clusters with an `auth_user`.
+fn auth_query(r: &mut Registry, topology: &Topology) {
+    let lookups = Family::<Vec<(&'static str, String)>, Counter>::default();
+    let hits = Family::<Vec<(&'static str, String)>, Counter>::default();
+    let cached = Family::<Vec<(&'static str, String)>, IntGauge>::default();
+    let general = &topology.config.general;
+    for cluster in &topology.clusters {
+        if crate::config::AuthQuery::of(general, &cluster.config()).is_none() {
+            continue;
+        }
+        let stats = &cluster.auth_query.stats;
+        let name = || ("cluster", cluster.name.clone());
+        for (result, n) in [
+            ("found", &stats.found),
+            ("missing", &stats.missing),
+            ("failed", &stats.failed),
+        ] {
+            let labels = vec![name(), ("result", result.to_owned())];
+            lookups
+                .get_or_create(&labels)
+                .inc_by(n.load(std::sync::atomic::Ordering::Relaxed));
+        }
+        let n = stats.cache_hits.load(std::sync::atomic::Ordering::Relaxed);
+        hits.get_or_create(&vec![name()]).inc_by(n);
+        let n = int(cluster.auth_query.cached());
+        cached.get_or_create(&vec![name()]).set(n);
+    }
+    r.register(
+        "pgfleet_auth_query_lookups",
+        "auth_query lookups run for users not in auth_file, by result",
+        lookups,
+    );
+    r.register(
+        "pgfleet_auth_query_cache_hits",
+        "Logins of users not in auth_file answered from the auth_query cache",
+        hits,
+    );
+    r.register(
+        "pgfleet_auth_query_cached",
+        "Users (found or not) the auth_query cache holds now",
+        cached,
     );
 }
 

@@ -295,7 +295,8 @@ impl PoolSet {
     }
 
     /// The pool for (node, database, user), created on first use. `cred` replaces the
-    /// pool's credentials when it brings SCRAM keys the pool lacks.
+    /// pool's credentials when it brings SCRAM keys the pool lacks, or another secret
+    /// (the password changed: the old one would no longer log in).
     pub fn get(
         &self,
         node: &Arc<Node>,
@@ -312,12 +313,11 @@ impl PoolSet {
         };
         let mut pools = lock(&self.pools);
         if let Some(p) = pools.get(&key) {
-            if cred.scram_keys.is_some() {
-                let mut c = lock(&p.credentials);
-                if c.scram_keys.is_none() {
-                    *c = cred.clone();
-                }
+            let mut c = lock(&p.credentials);
+            if c.secret != cred.secret || (c.scram_keys.is_none() && cred.scram_keys.is_some()) {
+                *c = cred.clone();
             }
+            drop(c);
             return p.clone();
         }
         let pool = Arc::new(Pool {

@@ -24,7 +24,7 @@ use crate::tls::{connect_server, ServerTls, Stream, TlsError};
 #[derive(Debug, Clone)]
 pub struct Credentials {
     pub user: String,
-    /// The user's `auth_file` entry, if any.
+    /// The user's `auth_file` entry, or the secret `auth_query` found, if any.
     pub secret: Option<Secret>,
     /// Keys recovered from the client's SCRAM exchange (for SCRAM secrets).
     pub scram_keys: Option<ClientKeys>,

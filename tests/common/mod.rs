@@ -115,15 +115,23 @@ pub async fn start_fleet(
     cluster_extra: &str,
     pool: &str,
 ) -> (Fleet, tempfile::TempDir) {
+    start_fleet_with_users(cluster, "", general, cluster_extra, pool).await
+}
+
+/// As `start_fleet`, with `extra_users` (`auth_file` lines) after the usual userlist.
+pub async fn start_fleet_with_users(
+    cluster: &TestCluster,
+    extra_users: &str,
+    general: &str,
+    cluster_extra: &str,
+    pool: &str,
+) -> (Fleet, tempfile::TempDir) {
     let dir = tempfile::Builder::new()
         .prefix("pgfleet-conf-")
         .tempdir()
         .unwrap();
-    std::fs::write(
-        dir.path().join("userlist.txt"),
-        blocking(|| userlist(cluster)),
-    )
-    .unwrap();
+    let users = blocking(|| userlist(cluster)) + extra_users;
+    std::fs::write(dir.path().join("userlist.txt"), users).unwrap();
     let path = dir.path().join("pgfleet.toml");
     std::fs::write(&path, config_text(cluster, general, cluster_extra, pool)).unwrap();
     let loaded = config::load(&path).expect("valid test config");
