@@ -2,9 +2,10 @@
 //! that pair is forwarded to the server connection running the client's query.
 //!
 //! The registry's lock is taken when a client connects or leaves and for each cancel
-//! request; pointing a client at the server connection of its next transaction is one
-//! atomic swap in that client's own slot (the target is built once per server
-//! connection).
+//! request; pointing a client at the server connection of its next transaction only
+//! touches that client's own slot (an uncontended lock around one pointer; the target
+//! is built once per server connection). An `ArcSwap` there would cost more: its
+//! stores, two per transaction, walk every thread's debt list.
 //!
 //! A cancel that arrives while a client's transaction runs but reaches the server just
 //! after it ended must not stop the next client's query on that connection. PostgreSQL
@@ -15,10 +16,8 @@
 //! node did not answer) closes the connection instead.
 
 use std::collections::HashMap;
-use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use arc_swap::ArcSwapOption;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -88,13 +87,6 @@ impl CancelGate {
     }
 }
 
-impl GatePass {
-    /// Gives the pass back unused: the cancel was never sent, so nothing is on its way.
-    fn withdraw(mut self) {
-        self.delivered = true;
-    }
-}
-
 /// One cancel in flight; see [`CancelGate::enter`].
 #[derive(Debug)]
 pub struct GatePass {
@@ -116,7 +108,7 @@ impl Drop for GatePass {
 #[derive(Debug)]
 pub struct CancelSlot {
     key: u32,
-    target: ArcSwapOption<CancelTarget>,
+    target: Mutex<Option<Arc<CancelTarget>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -126,7 +118,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl CancelSlot {
     /// Sets (or clears) the server connection the client's queries run on.
     pub fn set(&self, target: Option<Arc<CancelTarget>>) {
-        self.target.store(target);
+        // The old target is dropped after the lock is released.
+        let _old = std::mem::replace(&mut *lock(&self.target), target);
     }
 }
 
@@ -148,9 +141,6 @@ impl<'a> TargetScope<'a> {
 impl Drop for TargetScope<'_> {
     fn drop(&mut self) {
         self.0.set(None);
-        // Pairs with the fence in `CancelRegistry::lookup`: either that lookup sees
-        // the target gone, or the gate check made after this sees its cancel.
-        fence(Ordering::SeqCst);
     }
 }
 
@@ -165,7 +155,7 @@ impl CancelRegistry {
     pub fn register(&self, pid: u32, key: u32) -> Arc<CancelSlot> {
         let slot = Arc::new(CancelSlot {
             key,
-            target: ArcSwapOption::empty(),
+            target: Mutex::new(None),
         });
         lock(&self.clients).insert(pid, slot.clone());
         slot
@@ -183,17 +173,11 @@ impl CancelRegistry {
         if (slot.key ^ key) != 0 {
             return None;
         }
-        // Counted on the gate first, then the target looked at again: once a client's
-        // target is cleared, every cancel that goes on is counted on the gate.
-        let target = slot.target.load_full()?;
-        let pass = target.gate.enter();
-        fence(Ordering::SeqCst);
-        let current = slot.target.load();
-        if !current.as_ref().is_some_and(|t| Arc::ptr_eq(t, &target)) {
-            pass.withdraw();
-            return None;
-        }
-        Some(((*target).clone(), pass))
+        // Entered under the slot's lock: once a client's target is cleared, every
+        // cancel that saw it is counted on the gate.
+        let target = lock(&slot.target);
+        let target = target.as_ref()?;
+        Some(((**target).clone(), target.gate.enter()))
     }
 }
 

@@ -47,7 +47,16 @@ pub async fn serve_endpoint(
             return;
         }
         let id = state.next_client_id();
-        let span = tracing::info_span!("client", id, endpoint = %endpoint.name, %peer);
+        // One span per client, entered at each of its task's wake-ups: `user` and `db`
+        // are filled in at login rather than in a second, nested span.
+        let span = tracing::info_span!(
+            "client",
+            id,
+            endpoint = %endpoint.name,
+            %peer,
+            user = tracing::field::Empty,
+            db = tracing::field::Empty
+        );
         let ep = endpoint.clone();
         let task = handle_client(state.clone(), cluster.clone(), ep, stream, id, peer);
         tokio::spawn(task.instrument(span));
@@ -118,7 +127,9 @@ async fn handle_client(
         return;
     };
     conn.max_message = general.max_message_size;
-    let span = tracing::info_span!("session", user = %params.user, db = %params.database);
+    let span = tracing::Span::current();
+    span.record("user", params.user.as_str());
+    span.record("db", params.database.as_str());
     let key: u32 = rand::random();
     let cancel = state.cancels.register(id, key);
     let application_name = params
@@ -149,7 +160,7 @@ async fn handle_client(
     };
     let run = session::run(&cluster, &ep, &mut conn, client);
     let removed = ep.reached(Phase::Ended);
-    let result = until_stopped(stop, removed, run).instrument(span).await;
+    let result = until_stopped(stop, removed, run).await;
     state.cancels.unregister(id);
     match result {
         Some(Err(e)) => {
