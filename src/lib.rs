@@ -27,6 +27,10 @@ pub mod takeover;
 
 pub use fleet::Fleet;
 
+/// Entry points for the fuzz targets in `fuzz/`; not an interface.
+#[doc(hidden)]
+pub use frontend::fuzzing;
+
 pub mod demo;
 
 /// The multi-thread runtime, with `workers` threads (0 = one per core).

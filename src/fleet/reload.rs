@@ -213,6 +213,9 @@ fn apply(state: &Arc<State>, plan: Plan) -> Reloaded {
     state
         .client_slots
         .resize(plan.config.general.max_client_conn);
+    state
+        .pending_logins
+        .resize(plan.config.general.max_pending_logins);
     state.current.store(Arc::new(Topology {
         config: plan.config.clone(),
         users: plan.users,

@@ -3,6 +3,7 @@
 
 pub mod dnsmasq;
 pub mod http;
+pub mod raw;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
