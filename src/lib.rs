@@ -29,6 +29,10 @@ pub mod tls;
 
 pub use fleet::Fleet;
 
+/// Entry points for the fuzz targets in `fuzz/`; not an interface.
+#[doc(hidden)]
+pub use frontend::fuzzing;
+
 pub mod demo;
 
 /// The multi-thread runtime, with `workers` threads (0 = one per core).

@@ -37,6 +37,9 @@ pub struct State {
     pub clients: ClientRegistry,
     /// `max_client_conn` permits, one per connected client.
     pub client_slots: Capacity,
+    /// `max_pending_logins` permits, one per connection from accept until it is
+    /// authenticated.
+    pub pending_logins: Capacity,
     /// Reloads of the configuration, serialized, and their counts.
     pub reloads: Reloads,
     next_client_id: AtomicU32,
@@ -57,11 +60,13 @@ pub struct State {
 impl State {
     pub fn new(topology: Topology, config_path: PathBuf, listeners: Listeners) -> State {
         let max = topology.config.general.max_client_conn;
+        let max_pending = topology.config.general.max_pending_logins;
         State {
             current: ArcSwap::from_pointee(topology),
             cancels: CancelRegistry::default(),
             clients: ClientRegistry::default(),
             client_slots: Capacity::new(max),
+            pending_logins: Capacity::new(max_pending),
             reloads: Reloads::default(),
             next_client_id: AtomicU32::new(1),
             mock_key: rand::random(),

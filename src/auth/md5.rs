@@ -56,15 +56,28 @@ fn secret_hex(secret: &Secret, user: &str) -> Option<String> {
 /// [`Secret::Scram`] cannot verify MD5 and an empty plain password never
 /// verifies, so both give `false`. The comparison runs in constant time.
 pub fn verify_md5(secret: &Secret, user: &str, salt: [u8; 4], response: &[u8]) -> bool {
-    if matches!(secret, Secret::Plain(p) if p.is_empty()) {
-        return false;
-    }
     let Some(hex) = secret_hex(secret, user) else {
         return false;
     };
     let response = response.strip_suffix(&[0]).unwrap_or(response);
     let expected = md5_response(&hex, salt);
-    ct_eq(expected.as_bytes(), response)
+    let matches = ct_eq(expected.as_bytes(), response);
+    // Checked after the same hashing as any other password.
+    matches && !matches!(secret, Secret::Plain(p) if p.is_empty())
+}
+
+/// The MD5 secret an unknown `user` is checked against, so that the exchange and its
+/// work are those of a wrong password: `HMAC-SHA-256(mock_key, "md5" || user)` as 32
+/// hex digits, the same for a given user and key. No password has it in practice,
+/// and the caller fails the login whatever [`verify_md5`] says.
+pub fn mock_md5_secret(user: &str, mock_key: &[u8]) -> Secret {
+    let mac = super::scram_common::hmac_sha256(mock_key, &[b"md5", user.as_bytes()]);
+    let mut hex = String::with_capacity(32);
+    for byte in &mac[..16] {
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    Secret::Md5(hex)
 }
 
 /// What pgfleet sends to a PostgreSQL server that asked for MD5 with `salt`,
@@ -143,6 +156,15 @@ mod tests {
         let empty = Secret::Plain(String::new());
         let response = postgres_protocol::authentication::md5_hash(b"u", b"", SALT);
         assert!(!verify_md5(&empty, "u", SALT, response.as_bytes()));
+    }
+
+    #[test]
+    fn mock_secret_is_stable_per_user_and_key() {
+        let a = mock_md5_secret("ghost", b"key");
+        assert!(matches!(&a, Secret::Md5(hex) if hex.len() == 32));
+        assert_eq!(a, mock_md5_secret("ghost", b"key"));
+        assert_ne!(a, mock_md5_secret("ghost2", b"key"));
+        assert_ne!(a, mock_md5_secret("ghost", b"other"));
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub mod secret;
 pub mod userlist;
 
 pub use derived::DerivedSecrets;
-pub use md5::{md5_response, md5_response_for_server, md5_secret, verify_md5};
+pub use md5::{md5_response, md5_response_for_server, md5_secret, mock_md5_secret, verify_md5};
 pub use scram_client::{Binding, ScramClient, ScramCredential, MAX_CLIENT_ITERATIONS};
 pub use scram_common::{ClientKeys, ScramError};
 pub use scram_server::ScramServer;

@@ -121,8 +121,7 @@ impl ScramClient {
         ScramClient { binding, ..self }
     }
 
-    /// A client with a given user name and nonce (RFC test vectors).
-    #[cfg(test)]
+    /// A client with a given user name and nonce (RFC test vectors, fuzzing).
     pub(crate) fn with_fixed_nonce(cred: ScramCredential, user: &str, nonce: &str) -> ScramClient {
         ScramClient {
             username: user.to_owned(),

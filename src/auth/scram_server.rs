@@ -113,8 +113,7 @@ impl ScramServer {
         }
     }
 
-    /// Replaces the random server nonce (RFC test vectors).
-    #[cfg(test)]
+    /// Replaces the random server nonce (RFC test vectors, fuzzing).
     pub(crate) fn with_server_nonce(mut self, nonce: &str) -> ScramServer {
         self.server_nonce = nonce.to_owned();
         self

@@ -217,6 +217,13 @@ pub fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
             "must be at least 1",
         ));
     }
+    if g.max_pending_logins == 0 {
+        return Err(invalid(
+            gfile,
+            "general.max_pending_logins",
+            "must be at least 1",
+        ));
+    }
     if g.max_message_size < 1024 {
         return Err(invalid(
             gfile,

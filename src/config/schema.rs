@@ -70,6 +70,9 @@ pub struct General {
     /// Client connections allowed at once over all endpoints; beyond it clients get
     /// 53300. Default 10000.
     pub max_client_conn: usize,
+    /// Connections accepted and not yet authenticated, over all endpoints and the admin
+    /// console; one more gets 53300 at once and is closed. Default 1000.
+    pub max_pending_logins: usize,
     /// Largest protocol message accepted from a client or server. Default 256 MiB.
     pub max_message_size: usize,
     /// Time a client has to finish startup and authentication. Default 60s.
@@ -197,6 +200,7 @@ impl Default for General {
             admin_users: Vec::new(),
             stats_users: Vec::new(),
             max_client_conn: 10_000,
+            max_pending_logins: 1_000,
             max_message_size: 256 << 20,
             client_login_timeout: Duration::from_secs(60),
             stats_period: Duration::from_secs(60),

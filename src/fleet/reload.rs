@@ -228,6 +228,9 @@ fn apply(state: &Arc<State>, plan: Plan) -> Reloaded {
             p.cluster.pools.set_server_tls(tls);
         }
     }
+    state
+        .pending_logins
+        .resize(plan.config.general.max_pending_logins);
     state.current.store(Arc::new(Topology {
         config: plan.config.clone(),
         users: plan.users,

@@ -1,9 +1,11 @@
 //! Authenticating a client against `auth_file` (or, for a user not there, what
-//! `auth_query` finds): SCRAM-SHA-256, md5 or trust. Unknown users get the same exchange
-//! and the same error as a wrong password.
+//! `auth_query` finds): SCRAM-SHA-256, md5 or trust. Unknown users get the same
+//! exchange, the same hashing and the same error as a wrong password: a mock SCRAM
+//! secret, or a mock md5 secret, derived from `mock_key`.
 
 use crate::auth::{
-    verify_md5, DerivedSecrets, ScramError, ScramServer, Secret, SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
+    mock_md5_secret, verify_md5, DerivedSecrets, ScramError, ScramServer, Secret, SCRAM_SHA_256,
+    SCRAM_SHA_256_PLUS,
 };
 use crate::auth_query;
 use crate::cluster::ClusterState;
@@ -115,9 +117,16 @@ pub async fn authenticate(
         conn.flush().await?;
         let m = conn.read_message().await?;
         let response = parse_password(&m)?;
-        let ok = secret
-            .as_ref()
-            .is_some_and(|s| verify_md5(s, user, salt, response));
+        // An unknown user's answer is hashed and compared as a known user's is.
+        let mock;
+        let checked = match &secret {
+            Some(s) => s,
+            None => {
+                mock = mock_md5_secret(user, mock_key);
+                &mock
+            }
+        };
+        let ok = verify_md5(checked, user, salt, response) && secret.is_some();
         if !ok {
             return Err(wrong_password(user, &secret, looked_in));
         }

@@ -4,6 +4,8 @@ mod acquire;
 mod auth;
 mod conn;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod prepared;
 mod pump;
 mod session;
@@ -209,9 +211,9 @@ async fn until_stopped<F: std::future::Future>(
 
 /// Reads the startup packet (forwarding a cancel request), lets `admit` refuse the
 /// client, and authenticates it (a client of `cluster` who is not in `auth_file` with
-/// what `auth_query` finds), within `client_login_timeout`. `None` when the
-/// connection ends here (a cancel request, or a refusal the client was told of, counted
-/// on `cluster` when there is one).
+/// what `auth_query` finds), within `client_login_timeout` and holding one of the
+/// `max_pending_logins` permits. `None` when the connection ends here (a cancel
+/// request, or a refusal the client was told of, counted on `cluster` when there is one).
 pub(crate) async fn login(
     state: &State,
     conn: &mut ClientConn,
@@ -220,6 +222,12 @@ pub(crate) async fn login(
     admit: impl FnOnce(&StartupParams) -> Result<(), ClientError>,
 ) -> Option<(StartupParams, Credentials)> {
     let general = &topology.config.general;
+    let Some(_pending) = state.pending_logins.try_acquire() else {
+        let text = "too many connections waiting to log in (max_pending_logins)";
+        let e = ClientError::fatal(sqlstate::TOO_MANY_CONNECTIONS, text);
+        refuse(conn, e, cluster).await;
+        return None;
+    };
     let steps = async {
         let tls = topology.client_tls.as_deref();
         let params = match startup::read_hello(conn, tls).await? {

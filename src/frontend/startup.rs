@@ -2,10 +2,12 @@
 //! `client_tls_sslmode` says; GSS encryption declined), cancel requests, protocol
 //! version, and the client's parameters.
 
+use bytes::BytesMut;
+
 use crate::config::ClientTlsMode;
 use crate::protocol::backend::negotiate_protocol_version;
 use crate::protocol::sqlstate;
-use crate::protocol::startup::parse_options;
+use crate::protocol::startup::{parse_options, MAX_STARTUP_PARAMS};
 use crate::protocol::StartupPacket;
 use crate::tls::ClientTls;
 
@@ -73,7 +75,7 @@ pub async fn read_hello(
                         "SSL required: this pgfleet refuses unencrypted connections (client_tls_sslmode = require)",
                     ));
                 }
-                return startup_params(conn, minor, params).map(Hello::Startup);
+                return startup_params(&mut conn.out, minor, params).map(Hello::Startup);
             }
         }
     }
@@ -83,8 +85,10 @@ pub async fn read_hello(
     ))
 }
 
-fn startup_params(
-    conn: &mut ClientConn,
+/// The parameters of a StartupMessage for protocol 3.`minor`; a NegotiateProtocolVersion
+/// for a newer minor version or `_pq_.` options is queued in `out`.
+pub(crate) fn startup_params(
+    out: &mut BytesMut,
     minor: u16,
     params: Vec<(String, String)>,
 ) -> Result<StartupParams, ClientError> {
@@ -94,7 +98,7 @@ fn startup_params(
         .filter(|n| n.starts_with("_pq_."))
         .collect();
     if minor > 0 || !unrecognized.is_empty() {
-        negotiate_protocol_version(&mut conn.out, &unrecognized);
+        negotiate_protocol_version(out, &unrecognized);
     }
     let mut user = None;
     let mut database = None;
@@ -134,9 +138,68 @@ fn startup_params(
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| user.clone());
     settings.extend(options);
+    if settings.len() > MAX_STARTUP_PARAMS {
+        return Err(ClientError::fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!(
+                "too many startup parameters: at most {MAX_STARTUP_PARAMS}, counting each setting in options"
+            ),
+        ));
+    }
     Ok(StartupParams {
         user,
         database,
         settings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn user_database_and_settings() {
+        let mut out = BytesMut::new();
+        let p = startup_params(
+            &mut out,
+            0,
+            params(&[
+                ("user", "app"),
+                ("application_name", "psql"),
+                ("options", "-c work_mem=1MB"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!((p.user.as_str(), p.database.as_str()), ("app", "app"));
+        assert_eq!(
+            p.settings,
+            params(&[("application_name", "psql"), ("work_mem", "1MB")])
+        );
+        assert!(out.is_empty());
+        startup_params(&mut out, 2, params(&[("user", "app"), ("_pq_.x", "1")])).unwrap();
+        assert_eq!(out.first(), Some(&b'v'));
+    }
+
+    #[test]
+    fn settings_in_options_count_towards_the_bound() {
+        let many: String = (0..MAX_STARTUP_PARAMS)
+            .map(|i| format!("-c s{i}=1 "))
+            .collect();
+        let mut out = BytesMut::new();
+        let ok = startup_params(&mut out, 0, params(&[("user", "u"), ("options", &many)]));
+        assert_eq!(ok.unwrap().settings.len(), MAX_STARTUP_PARAMS);
+        let over = params(&[("user", "u"), ("application_name", "x"), ("options", &many)]);
+        let err = startup_params(&mut out, 0, over).unwrap_err();
+        assert_eq!(err.code(), sqlstate::PROTOCOL_VIOLATION);
+        assert!(
+            err.to_string().contains("too many startup parameters"),
+            "{err}"
+        );
+    }
 }

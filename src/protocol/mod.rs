@@ -24,6 +24,9 @@ pub enum ProtocolError {
     /// A message's body does not have the shape its type requires.
     #[error("malformed {what} message")]
     Malformed { what: &'static str },
+    /// A StartupMessage with more parameters than `MAX_STARTUP_PARAMS`.
+    #[error("startup packet has more than {max} parameters")]
+    TooManyParameters { max: usize },
     /// A message arrived where another was expected.
     #[error("expected {expected} message, got '{}'", char::from(*.got))]
     Unexpected { expected: &'static str, got: u8 },

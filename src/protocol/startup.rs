@@ -7,6 +7,11 @@ use super::ProtocolError;
 /// PostgreSQL's limit for a startup packet (`MAX_STARTUP_PACKET_LENGTH`).
 pub const MAX_STARTUP_PACKET: usize = 10_000;
 
+/// The most parameters a StartupMessage may carry, counting each setting of its
+/// `options` parameter too. PostgreSQL has no such limit; real clients send fewer than
+/// ten, and every setting becomes work on each server connection the client uses.
+pub const MAX_STARTUP_PARAMS: usize = 64;
+
 const SSL_REQUEST: u32 = 80_877_103;
 const GSSENC_REQUEST: u32 = 80_877_104;
 const CANCEL_REQUEST: u32 = 80_877_102;
@@ -80,6 +85,11 @@ fn parse_params(body: &[u8]) -> Result<Vec<(String, String)>, ProtocolError> {
             break;
         }
         let value = read_cstr(body, &mut pos).ok_or(malformed.clone())?;
+        if params.len() == MAX_STARTUP_PARAMS {
+            return Err(ProtocolError::TooManyParameters {
+                max: MAX_STARTUP_PARAMS,
+            });
+        }
         params.push((name.to_owned(), value.to_owned()));
     }
     if pos != body.len() {
@@ -189,6 +199,28 @@ mod tests {
         assert!(parse_startup(&unterminated).is_err());
         let bad_cancel = packet(CANCEL_REQUEST, &[1, 2, 3]);
         assert!(parse_startup(&bad_cancel).is_err());
+    }
+
+    #[test]
+    fn parameter_count_is_bounded() {
+        let params = |n: usize| -> Vec<u8> {
+            let mut body = Vec::new();
+            for i in 0..n {
+                body.extend_from_slice(format!("p{i}\0v\0").as_bytes());
+            }
+            body.push(0);
+            packet(196_608, &body)
+        };
+        let (got, _) = parse_startup(&params(MAX_STARTUP_PARAMS)).unwrap().unwrap();
+        assert!(
+            matches!(got, StartupPacket::Startup { params, .. } if params.len() == MAX_STARTUP_PARAMS)
+        );
+        assert_eq!(
+            parse_startup(&params(MAX_STARTUP_PARAMS + 1)),
+            Err(ProtocolError::TooManyParameters {
+                max: MAX_STARTUP_PARAMS
+            })
+        );
     }
 
     #[test]

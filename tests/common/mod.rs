@@ -4,6 +4,7 @@
 pub mod certs;
 pub mod dnsmasq;
 pub mod http;
+pub mod raw;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -12,7 +12,7 @@ use crate::protocol::frame::{body, first_word_is, read_cstr_bytes};
 
 /// Rewrites one client message for the server when it names a prepared statement or
 /// deallocates one; appends the replacement to `out` and returns true if so.
-pub(super) fn rewrite(rw: &mut Rewriter<'_>, m: &[u8], out: &mut BytesMut) -> bool {
+pub(in crate::frontend) fn rewrite(rw: &mut Rewriter<'_>, m: &[u8], out: &mut BytesMut) -> bool {
     match m[0] {
         b'P' | b'B' | b'D' | b'C' => rw.rewrite(m, out),
         b'Q' => {
@@ -28,13 +28,13 @@ pub(super) fn rewrite(rw: &mut Rewriter<'_>, m: &[u8], out: &mut BytesMut) -> bo
 }
 
 /// What the next ParseComplete/CloseComplete answers.
-pub(super) fn pop_expected(expected: &Expected) -> Option<Expect> {
+pub(in crate::frontend) fn pop_expected(expected: &Expected) -> Option<Expect> {
     let mut q = expected.lock().unwrap_or_else(|e| e.into_inner());
     q.pop_front()
 }
 
 /// Drops the expectations that `done` says will get no answer any more; true if any.
-pub(super) fn settle(expected: &Expected, done: impl Fn(&Expect) -> bool) -> bool {
+pub(in crate::frontend) fn settle(expected: &Expected, done: impl Fn(&Expect) -> bool) -> bool {
     let mut q = expected.lock().unwrap_or_else(|e| e.into_inner());
     let mut dropped = false;
     while q.front().is_some_and(&done) {
@@ -48,7 +48,7 @@ pub(super) fn settle(expected: &Expected, done: impl Fn(&Expect) -> bool) -> boo
 /// unnamed extended-protocol statement (its ReadyForQuery tells whether it ran outside
 /// a transaction block); flags a SET that pgfleet cannot follow (a named statement,
 /// several statements in one query).
-pub(super) fn watch_session_command(
+pub(in crate::frontend) fn watch_session_command(
     track: &Track,
     message: &[u8],
     named: bool,

@@ -23,7 +23,8 @@ use super::track::Track;
 
 mod counts;
 mod deadline;
-mod inspect;
+/// Also driven by `frontend::fuzzing`.
+pub(super) mod inspect;
 
 use counts::Counts;
 use deadline::{next_deadline, same};
