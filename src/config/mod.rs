@@ -436,6 +436,13 @@ role = "replica"
             &CLUSTER.replace("127.0.0.1:5433", "127.0.0.1:5432"),
         );
         assert!(load(&p).unwrap_err().to_string().contains("twice"));
+        let p = write(
+            dir.path(),
+            "h.toml",
+            &format!("[general]\nmax_pending_logins = 0\n{CLUSTER}"),
+        );
+        let e = load(&p).unwrap_err().to_string();
+        assert!(e.contains("general.max_pending_logins"), "{e}");
     }
 
     #[test]
