@@ -8,7 +8,9 @@ use std::sync::OnceLock;
 
 use bytes::BytesMut;
 
-use crate::auth::{ClientKeys, ScramClient, ScramCredential, ScramSecret, ScramServer, Secret};
+use crate::auth::{
+    Binding, ClientKeys, ScramClient, ScramCredential, ScramSecret, ScramServer, Secret,
+};
 use crate::pool::{record_parameter, PreparedSet, Spellings};
 use crate::protocol::backend::{parse_error_fields, parse_parameter_status};
 use crate::protocol::frame::body;
@@ -193,6 +195,9 @@ pub const CLIENT_NONCE: &str = "fyko+d2lbbFgONRv9qkxdawL";
 /// password: the parsing is the same, and PBKDF2 would only slow the fuzzer down.
 const PASSWORD_CLIENT_MAX_ITERATIONS: u32 = 64;
 
+/// The `tls-server-end-point` data of the channel in the TLS cases.
+const END_POINT: [u8; 32] = [0x5a; 32];
+
 fn scram_secret() -> &'static ScramSecret {
     static SECRET: OnceLock<ScramSecret> = OnceLock::new();
     SECRET.get_or_init(|| ScramSecret::from_password(SCRAM_PASSWORD, SCRAM_SALT, SCRAM_ITERATIONS))
@@ -216,8 +221,11 @@ fn scram_keys() -> &'static ClientKeys {
 
 /// A SCRAM exchange with one side played by the input: the first byte picks the side
 /// (0: pgfleet's server with a user's secret, 1: its mock server for an unknown user,
-/// 2: pgfleet's client with recovered keys, 3: its client with a password); the rest is
-/// the peer's first message, a NUL byte, and the peer's final message.
+/// 2: pgfleet's client with recovered keys, 3: its client with a password), and
+/// `first / 4 % 3` the channel (0: plaintext; 1: TLS, SCRAM-SHA-256-PLUS offered and
+/// the client selected SCRAM-SHA-256, or a client told no PLUS is offered; 2: TLS with
+/// channel binding, selected or used); the rest is the peer's first message, a NUL
+/// byte, and the peer's final message.
 pub fn scram(data: &[u8]) -> ScramOutcome {
     let Some((&side, rest)) = data.split_first() else {
         return ScramOutcome::Refused;
@@ -236,6 +244,10 @@ pub fn scram(data: &[u8]) -> ScramOutcome {
                 return ScramOutcome::Refused;
             };
             let mut server = server.with_server_nonce(SERVER_NONCE);
+            match side / 4 % 3 {
+                0 => {}
+                channel => server = server.on_tls(Some(END_POINT.to_vec()), channel == 2),
+            }
             let Ok(server_first) = server.handle_client_first(first) else {
                 return ScramOutcome::Refused;
             };
@@ -257,12 +269,21 @@ pub fn scram(data: &[u8]) -> ScramOutcome {
                 true => ScramCredential::Password(SCRAM_PASSWORD.to_owned()),
                 false => ScramCredential::Keys(scram_keys().clone()),
             };
-            let mut client = ScramClient::with_fixed_nonce(credential, "", CLIENT_NONCE);
+            let binding = match side / 4 % 3 {
+                0 => Binding::No,
+                1 => Binding::NotOffered,
+                _ => Binding::EndPoint(END_POINT.to_vec()),
+            };
+            let mut client =
+                ScramClient::with_fixed_nonce(credential, "", CLIENT_NONCE).with_binding(binding);
             client.client_first();
             let Ok(client_final) = client.handle_server_first(first) else {
                 return ScramOutcome::Refused;
             };
-            assert!(client_final.starts_with(b"c=biws,r="));
+            assert!(client_final.starts_with(b"c="));
+            if side / 4 % 3 == 0 {
+                assert!(client_final.starts_with(b"c=biws,r="));
+            }
             let outcome = match client.handle_server_final(last) {
                 Ok(()) => ScramOutcome::Authenticated,
                 Err(_) => ScramOutcome::Answered,
@@ -308,6 +329,51 @@ mod tests {
         seeds.sort();
         assert!(!seeds.is_empty(), "no seeds in {}", dir.display());
         seeds
+    }
+
+    /// A whole channel-bound exchange between pgfleet's client and server, as a seed
+    /// for each side: (server seed, client seed).
+    fn bound_exchange() -> (Vec<u8>, Vec<u8>) {
+        let credential = ScramCredential::Password(SCRAM_PASSWORD.to_owned());
+        let mut client = ScramClient::with_fixed_nonce(credential, "", CLIENT_NONCE)
+            .with_binding(Binding::EndPoint(END_POINT.to_vec()));
+        let server = ScramServer::new(&Secret::Scram(scram_secret().clone())).unwrap();
+        let mut server = server
+            .with_server_nonce(SERVER_NONCE)
+            .on_tls(Some(END_POINT.to_vec()), true);
+        let client_first = client.client_first();
+        let server_first = server.handle_client_first(&client_first).unwrap();
+        let client_final = client.handle_server_first(&server_first).unwrap();
+        let (server_final, _) = server.handle_client_final(&client_final).unwrap();
+        let seed = |side: u8, first: &[u8], last: &[u8]| {
+            let mut seed = vec![side];
+            seed.extend_from_slice(first);
+            seed.push(0);
+            seed.extend_from_slice(last);
+            seed
+        };
+        // Side 8: the server with channel binding; 11: the password client with it.
+        (
+            seed(8, &client_first, &client_final),
+            seed(11, &server_first, &server_final),
+        )
+    }
+
+    #[test]
+    fn channel_bound_seeds_are_committed_and_authenticate() {
+        let (server, client) = bound_exchange();
+        let committed = seeds("scram");
+        for (name, data) in [("seed-bound-server", &server), ("seed-bound-client", &client)] {
+            assert_eq!(scram(data), ScramOutcome::Authenticated, "{name}");
+            let seed = committed.iter().find(|(n, _)| n == name);
+            assert_eq!(seed.map(|(_, d)| d), Some(data), "{name} in fuzz/corpus/scram");
+        }
+        // The same messages without TLS, or with PLUS not selected, are refused.
+        for side in [0u8, 4] {
+            let mut plain = server.clone();
+            plain[0] = side;
+            assert_ne!(scram(&plain), ScramOutcome::Authenticated, "side {side}");
+        }
     }
 
     #[test]
