@@ -116,7 +116,8 @@ async fn handle(state: Arc<State>, stream: TcpStream) {
         }
         Ok(())
     };
-    let Some((params, _)) = frontend::login(&state, &mut conn, &topology, None, admit).await else {
+    let login = Box::pin(frontend::login(&state, &mut conn, &topology, None, admit));
+    let Some((params, _)) = login.await else {
         return;
     };
     // Checked after authentication, so the console tells nobody which users exist.

@@ -363,10 +363,17 @@ mod tests {
     fn channel_bound_seeds_are_committed_and_authenticate() {
         let (server, client) = bound_exchange();
         let committed = seeds("scram");
-        for (name, data) in [("seed-bound-server", &server), ("seed-bound-client", &client)] {
+        for (name, data) in [
+            ("seed-bound-server", &server),
+            ("seed-bound-client", &client),
+        ] {
             assert_eq!(scram(data), ScramOutcome::Authenticated, "{name}");
             let seed = committed.iter().find(|(n, _)| n == name);
-            assert_eq!(seed.map(|(_, d)| d), Some(data), "{name} in fuzz/corpus/scram");
+            assert_eq!(
+                seed.map(|(_, d)| d),
+                Some(data),
+                "{name} in fuzz/corpus/scram"
+            );
         }
         // The same messages without TLS, or with PLUS not selected, are refused.
         for side in [0u8, 4] {

@@ -124,8 +124,10 @@ async fn handle_client(
             "no more connections allowed (max_client_conn)",
         )),
     };
-    let Some((params, cred)) = login(&state, &mut conn, &topology, Some(&cluster), admit).await
-    else {
+    // Boxed: the login's state (TLS handshake, an auth_query lookup's connect) lives on
+    // the heap while it runs and is gone after, instead of sizing every client's task.
+    let login = Box::pin(login(&state, &mut conn, &topology, Some(&cluster), admit));
+    let Some((params, cred)) = login.await else {
         return;
     };
     conn.max_message = general.max_message_size;
