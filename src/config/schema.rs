@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::duration;
+use super::tls::{ClientTlsMode, ServerTlsMode};
 
 /// The whole configuration: `[general]` and one `[clusters.NAME]` table per cluster.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
@@ -119,71 +120,6 @@ pub struct General {
     /// PEM private key of `server_tls_cert_file`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_tls_key_file: Option<PathBuf>,
-}
-
-/// TLS modes towards clients, as PgBouncer's `client_tls_sslmode`.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum ClientTlsMode {
-    /// SSLRequest is answered `N`; direct TLS is refused.
-    #[default]
-    Disable,
-    /// TLS when the client asks for it.
-    Allow,
-    /// The same as `allow` (the client decides).
-    Prefer,
-    /// A client that starts without TLS is refused (28000).
-    Require,
-}
-
-/// TLS modes towards PostgreSQL, as PgBouncer's `server_tls_sslmode` and libpq's
-/// `sslmode`.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum ServerTlsMode {
-    /// Plaintext.
-    Disable,
-    /// TLS when the server supports it, plaintext otherwise; the certificate is not
-    /// checked (default, as PgBouncer).
-    #[default]
-    Prefer,
-    /// TLS or no connection; the certificate is not checked.
-    Require,
-    /// TLS with a certificate that chains to `server_tls_ca_file` (or the system's
-    /// roots when it is not set); the host name is not checked.
-    VerifyCa,
-    /// `verify-ca`, and the certificate must name the host pgfleet connected to.
-    VerifyFull,
-}
-
-/// The `server_tls_*` settings one cluster's connections use: the cluster's own keys,
-/// else `[general]`'s.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ServerTls {
-    pub mode: ServerTlsMode,
-    pub ca_file: Option<PathBuf>,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-}
-
-impl Cluster {
-    /// This cluster's `server_tls_*` settings, `general`'s where it sets none.
-    pub fn server_tls(&self, general: &General) -> ServerTls {
-        ServerTls {
-            mode: self
-                .server_tls_sslmode
-                .unwrap_or(general.server_tls_sslmode),
-            ca_file: self
-                .server_tls_ca_file
-                .clone()
-                .or(general.server_tls_ca_file.clone()),
-            cert_file: (self.server_tls_cert_file.clone()).or(general.server_tls_cert_file.clone()),
-            key_file: self
-                .server_tls_key_file
-                .clone()
-                .or(general.server_tls_key_file.clone()),
-        }
-    }
 }
 
 impl Default for General {
