@@ -164,14 +164,26 @@ async fn a_name_that_does_not_resolve_fails_the_poll_naming_it() {
     }
 }
 
+/// A UDP socket and a TCP listener on one loopback port that never answer. The
+/// port is the TCP listener's ephemeral one; when its UDP twin is taken (other
+/// tests run beside this one), another ephemeral port is tried.
+fn silent_server() -> (UdpSocket, TcpListener, SocketAddr) {
+    for _ in 0..100 {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = tcp.local_addr().unwrap();
+        if let Ok(udp) = UdpSocket::bind(addr) {
+            return (udp, tcp, addr);
+        }
+    }
+    panic!("no loopback port free for both UDP and TCP in 100 tries");
+}
+
 #[tokio::test]
 async fn an_unreachable_name_server_fails_the_poll_in_time() {
     // Nothing listens on this port: the datagram is refused.
     let refused = SocketAddr::from(([127, 0, 0, 1], free_port()));
     // This one listens and never answers, as a hung server.
-    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let silent = udp.local_addr().unwrap();
-    let _tcp = TcpListener::bind(silent).unwrap();
+    let (_udp, _tcp, silent) = silent_server();
     for server in [refused, silent] {
         let src = source(&["db.fleet.test:5432"], Some(server));
         let start = Instant::now();

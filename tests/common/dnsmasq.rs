@@ -2,7 +2,7 @@
 //! hosts directory (re-read on change) and SRV records from its configuration (changed
 //! by a restart on the same port). Records live 1s (`local-ttl`).
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -120,13 +120,14 @@ fn dnsmasq_binary() -> PathBuf {
     in_path.unwrap_or_else(|| "/usr/sbin/dnsmasq".into())
 }
 
-/// A port free for both UDP and TCP on 127.0.0.1.
+/// A port free for both UDP and TCP on 127.0.0.1, outside the ephemeral range (so
+/// no resolver's outgoing datagram takes it before dnsmasq binds it).
 pub fn free_port() -> u16 {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+    for _ in 0..100 {
+        let port = pgfleet::harness::free_port().unwrap();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
+    panic!("no loopback port free for both UDP and TCP in 100 tries");
 }
