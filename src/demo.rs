@@ -84,7 +84,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         config_text(&cluster.hosts(), args.reader, args.writer),
     )?;
     let loaded = config::load(&config_path)?;
-    let runtime = crate::runtime(0)?;
+    let runtime = crate::runtime()?;
     let result = runtime.block_on(serve(loaded, &cluster, &args, &config_path));
     drop(runtime);
     println!("Stopping the demo cluster.");

@@ -26,6 +26,7 @@ pub mod stats;
 pub mod systemd;
 pub mod takeover;
 pub mod tls;
+pub mod workers;
 
 pub use fleet::Fleet;
 
@@ -35,11 +36,11 @@ pub use frontend::fuzzing;
 
 pub mod demo;
 
-/// The multi-thread runtime, with `workers` threads (0 = one per core).
-pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if workers > 0 {
-        b.worker_threads(workers);
-    }
-    b.enable_all().thread_name("pgfleet").build()
+/// The runtime pgfleet starts on: accepting, health checks, discovery, the admin
+/// console, HTTP and reloads run on it; clients run on the `workers` threads
+/// (`workers::Workers`).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
 }

@@ -84,7 +84,7 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
 
 fn run(path: PathBuf) -> anyhow::Result<()> {
     let loaded = config::load(&path)?;
-    let runtime = pgfleet::runtime(loaded.config.general.workers)?;
+    let runtime = pgfleet::runtime()?;
     runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         // Before starting, so that a signal during the start is not lost.

@@ -15,6 +15,7 @@ use crate::clients::ClientRegistry;
 use crate::cluster::ClusterState;
 use crate::config::Config;
 use crate::listen::Listeners;
+use crate::workers::Workers;
 
 /// Configuration and topology as one consistent snapshot.
 #[derive(Debug)]
@@ -55,10 +56,17 @@ pub struct State {
     pub listeners: Listeners,
     /// Where the configuration was loaded from (a file or a directory).
     pub config_path: PathBuf,
+    /// The threads clients run on.
+    pub workers: Workers,
 }
 
 impl State {
-    pub fn new(topology: Topology, config_path: PathBuf, listeners: Listeners) -> State {
+    pub fn new(
+        topology: Topology,
+        config_path: PathBuf,
+        listeners: Listeners,
+        workers: Workers,
+    ) -> State {
         let max = topology.config.general.max_client_conn;
         let max_pending = topology.config.general.max_pending_logins;
         State {
@@ -75,6 +83,7 @@ impl State {
             closing: watch::channel(false).0,
             listeners,
             config_path,
+            workers,
         }
     }
 

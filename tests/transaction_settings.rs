@@ -12,7 +12,9 @@ const TXN: &str = "pool_mode = \"transaction\"";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_settings_follow_the_client_and_stay_with_it() {
-    let s = setup(1, "", "", &format!("{TXN}\ndefault_pool_size = 2")).await;
+    // One server connection: the two clients take turns on it (with more, clients on
+    // different workers would each keep their own).
+    let s = setup(1, "", "", &format!("{TXN}\ndefault_pool_size = 1")).await;
     let addr = s.addr("reader");
     let mut cfg = tokio_postgres::Config::new();
     cfg.host("127.0.0.1")

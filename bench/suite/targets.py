@@ -195,6 +195,26 @@ class PgfleetTxn(Pgfleet):
     name, label, mode = "pgfleet-txn", "pgfleet transaction", "transaction"
 
 
+class TokioForward(Target):
+    """examples/forward.rs in front of replica1: a bare tokio forwarder on one thread
+    (a server connection per client, bytes copied both ways, nothing else). Not a
+    pooler: it shows the least CPU per transaction a tokio proxy spends here."""
+    name, label = "tokio-forward", "tokio forwarder (replica1)"
+    proxy = "forward"
+
+    @property
+    def port(self):
+        return self.env.ports["pgfleet"]
+
+    def start(self):
+        addr = lambda port: f"127.0.0.1:{port}"
+        argv = [self.env.forward, addr(self.port), addr(self.env.ports["replica1"])]
+        proc = procs.spawn(self.name, argv, os.path.join(self.dir, "forward.log"))
+        self.running.append(proc)
+        self.wait_serving(proc)
+        return [proc]
+
+
 ALL = [Direct, PgBouncerSession, PgBouncerTxn, BlogSession, BlogTxn,
-       PgfleetSession, PgfleetTxn]
+       PgfleetSession, PgfleetTxn, TokioForward]
 BY_NAME = {t.name: t for t in ALL}

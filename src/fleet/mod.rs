@@ -17,6 +17,7 @@ use crate::config::Loaded;
 use crate::listen::Listeners;
 use crate::state::{State, Topology};
 use crate::tls::{self, ClientTls};
+use crate::workers::Workers;
 use crate::{admin, http, stats};
 
 pub use reload::{reload, Reloaded};
@@ -62,7 +63,8 @@ impl Fleet {
             clusters: clusters.clone(),
             client_tls,
         };
-        let state = Arc::new(State::new(topology, loaded.path, listeners));
+        let workers = Workers::start(config.general.workers).context("worker threads")?;
+        let state = Arc::new(State::new(topology, loaded.path, listeners, workers));
         let admin_listener = match config.general.admin_listen {
             Some(addr) => Some(state.listeners.bind(addr).context("general.admin_listen")?),
             None => None,

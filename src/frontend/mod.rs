@@ -59,9 +59,18 @@ pub async fn serve_endpoint(
             user = tracing::field::Empty,
             db = tracing::field::Empty
         );
+        // The socket moves to the worker's event loop: out of this one's here, into the
+        // worker's when its task starts.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, %peer, "accepted connection could not be handed to a worker");
+                return;
+            }
+        };
         let ep = endpoint.clone();
         let task = handle_client(state.clone(), cluster.clone(), ep, stream, id, peer);
-        tokio::spawn(task.instrument(span));
+        state.workers.spawn(task.instrument(span));
     });
     tokio::select! {
         _ = accepting => {}
@@ -104,11 +113,18 @@ async fn handle_client(
     state: Arc<State>,
     cluster: Arc<ClusterState>,
     ep: Arc<EndpointState>,
-    stream: TcpStream,
+    stream: std::net::TcpStream,
     id: u32,
     peer: SocketAddr,
 ) {
     let connected_at = std::time::Instant::now();
+    let stream = match TcpStream::from_std(stream) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "client socket could not join the worker's event loop");
+            return;
+        }
+    };
     let _counted = ep.client();
     let _ = stream.set_nodelay(true);
     let topology = state.current.load_full();

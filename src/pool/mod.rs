@@ -3,6 +3,7 @@
 
 mod counter;
 mod guard;
+mod idle;
 pub mod janitor;
 mod prepared;
 mod server;
@@ -77,7 +78,7 @@ pub struct Pool {
     /// The cluster's `pool` settings, replaced on reload.
     config: ArcSwap<config::Pool>,
     pub max_message: usize,
-    idle: Mutex<Conns>,
+    idle: idle::Idle,
     /// `default_pool_size` permits: one per connection in use or being reset.
     slots: Capacity,
     open: Arc<AtomicUsize>,
@@ -101,12 +102,12 @@ impl Pool {
 
     /// Server connections idle in the pool.
     pub fn idle(&self) -> usize {
-        lock(&self.idle).len()
+        self.idle.len()
     }
 
     /// The backend pids of the idle connections.
     pub fn idle_pids(&self) -> Vec<u32> {
-        lock(&self.idle).iter().map(|c| c.backend_pid).collect()
+        self.idle.pids()
     }
 
     /// Clients waiting for a free server connection of this pool.
@@ -163,7 +164,7 @@ impl Pool {
         };
         let config = self.config();
         let conn = loop {
-            let candidate = lock(&self.idle).pop();
+            let candidate = self.idle.pop();
             let Some(mut conn) = candidate else {
                 waited = true;
                 break self.connect(set, deadline).await?;
@@ -247,22 +248,12 @@ impl Pool {
     /// Puts a clean connection back, last used `now`.
     fn put_idle(&self, mut conn: Box<ServerConn>, now: Instant) {
         conn.last_used = now;
-        lock(&self.idle).push(conn);
+        self.idle.push(conn);
     }
 
     /// Removes the idle connections `keep` says no to; returns them for closing.
-    fn take_idle_where(&self, mut remove: impl FnMut(&ServerConn) -> bool) -> Conns {
-        let mut idle = lock(&self.idle);
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < idle.len() {
-            if remove(&idle[i]) {
-                out.push(idle.swap_remove(i));
-            } else {
-                i += 1;
-            }
-        }
-        out
+    fn take_idle_where(&self, remove: impl FnMut(&ServerConn) -> bool) -> Conns {
+        self.idle.take_where(remove)
     }
 }
 
@@ -325,7 +316,7 @@ impl PoolSet {
             node: node.clone(),
             config: ArcSwap::from_pointee(config.clone()),
             max_message,
-            idle: Mutex::new(Vec::new()),
+            idle: idle::Idle::default(),
             slots: Capacity::new(config.default_pool_size),
             open: Arc::new(AtomicUsize::new(0)),
             credentials: Mutex::new(cred.clone()),

@@ -82,6 +82,9 @@ pub struct ServerConn {
     pub cancel_target: Arc<CancelTarget>,
     /// The socket in its node's registry (see `cluster::sockets`).
     pub(super) socket: Option<SocketEntry>,
+    /// The idle list of the thread whose event loop the socket is registered with
+    /// (see `pool::idle`).
+    pub(super) home: usize,
     pub(super) _open: super::OpenGuard,
 }
 
@@ -130,6 +133,7 @@ impl ServerConn {
             cancel_gate: gate.clone(),
             cancel_target: target(0, 0),
             socket: None,
+            home: super::idle::here(),
             _open: open,
         };
         conn.login(database, cred, max_message).await?;

@@ -42,6 +42,23 @@ fn closed() -> io::Error {
 }
 
 impl Stream {
+    /// Moves a plain connection to the event loop of the runtime this runs on (a worker
+    /// taking an idle server connection opened on another thread); returns whether it
+    /// moved. A TLS connection stays where it is. A failure leaves it `Closed`.
+    pub fn rehome(&mut self) -> io::Result<bool> {
+        match std::mem::replace(self, Stream::Closed) {
+            Stream::Plain(tcp) => {
+                let std = tcp.into_std()?;
+                *self = Stream::Plain(TcpStream::from_std(std)?);
+                Ok(true)
+            }
+            other => {
+                *self = other;
+                Ok(false)
+            }
+        }
+    }
+
     /// Borrows the connection as a reading and a writing half, usable at once.
     pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
         match self {

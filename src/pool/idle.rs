@@ -1,0 +1,95 @@
+//! A pool's idle server connections, one LIFO list per worker thread.
+//!
+//! A connection is registered with the event loop of the thread that opened it (its
+//! `home`), and goes back to that thread's list. A client takes from its own worker's
+//! list first, so its transaction's wake-ups stay on one thread; only when that list is
+//! empty does it take one from another list, and then moves the connection's socket to
+//! its own event loop (plain TCP; a TLS connection keeps its home and is woken across
+//! threads). Each list is a stack, as PgBouncer's, so that connections beyond the load
+//! stay unused and idle out.
+
+use std::sync::{Mutex, MutexGuard};
+
+use super::{Conns, ServerConn};
+use crate::workers;
+
+/// Lists per pool: one for threads that are not workers (index 0), and one per worker
+/// up to 15; workers beyond share them.
+const LISTS: usize = 16;
+
+/// The list of this thread.
+pub(super) fn here() -> usize {
+    workers::current().map_or(0, |i| 1 + i % (LISTS - 1))
+}
+
+/// How many lists can hold connections in this process.
+fn in_use() -> usize {
+    (1 + workers::most()).min(LISTS)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The idle connections of one pool.
+#[derive(Debug, Default)]
+pub(super) struct Idle {
+    lists: [Mutex<Conns>; LISTS],
+}
+
+impl Idle {
+    /// The most recently used connection of this thread's list, else of another list
+    /// (then moved to this thread's event loop when it can be).
+    pub(super) fn pop(&self) -> Option<Box<ServerConn>> {
+        let own = here();
+        if let Some(conn) = lock(&self.lists[own]).pop() {
+            return Some(conn);
+        }
+        let mut conn = (0..in_use())
+            .filter(|&i| i != own)
+            .find_map(|i| lock(&self.lists[i]).pop())?;
+        // A failed move leaves the connection closed: the checkout finds it so and
+        // takes another.
+        if own != 0 && matches!(conn.stream.rehome(), Ok(true)) {
+            conn.home = own;
+        }
+        Some(conn)
+    }
+
+    /// Puts `conn` on top of its home's list.
+    pub(super) fn push(&self, conn: Box<ServerConn>) {
+        lock(&self.lists[conn.home % LISTS]).push(conn);
+    }
+
+    /// How many connections are idle.
+    pub(super) fn len(&self) -> usize {
+        self.lists.iter().map(|l| lock(l).len()).sum()
+    }
+
+    /// The backend pids of the idle connections.
+    pub(super) fn pids(&self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        for list in &self.lists {
+            pids.extend(lock(list).iter().map(|c| c.backend_pid));
+        }
+        pids
+    }
+
+    /// Removes the connections `remove` says yes to (asked once per connection, list
+    /// by list); returns them.
+    pub(super) fn take_where(&self, mut remove: impl FnMut(&ServerConn) -> bool) -> Conns {
+        let mut out = Vec::new();
+        for list in &self.lists {
+            let mut idle = lock(list);
+            let mut i = 0;
+            while i < idle.len() {
+                if remove(&idle[i]) {
+                    out.push(idle.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+}
