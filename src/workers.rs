@@ -1,16 +1,18 @@
 //! The threads that serve clients: `general.workers` of them (one per core by default),
 //! each running its own single-threaded tokio runtime.
 //!
-//! A client stays on the worker it was given at accept for its whole life, with every
-//! wake-up of its task on that thread. The server connections it opens are registered
-//! with the same thread's event loop, and the pools keep idle connections per worker
-//! (see `pool`), so in the common case a transaction runs on one thread from the
-//! client's query to the server's answer: no wake-up crosses threads, no task moves
-//! between cores. A multi-thread runtime with work stealing spent about 2.5 µs more
-//! CPU per transaction on wake-ups across its threads (docs/performance.md).
+//! Each worker accepts clients on its own duplicate of every endpoint's listening
+//! socket (see `fleet::launch::endpoint`), and a client stays on the worker that
+//! accepted it for its whole life, with every wake-up of its task on that thread. The
+//! server connections it opens are registered with the same thread's event loop, and
+//! the pools keep idle connections per worker (see `pool::idle`), so in the common case
+//! a transaction runs on one thread from the client's query to the server's answer: no
+//! wake-up crosses threads, no task moves between cores. tokio's multi-thread runtime,
+//! with work stealing, spent more CPU per transaction on wake-ups across its threads
+//! (docs/performance.md).
 //!
-//! Everything else (accepting, health checks, discovery, the admin console, HTTP,
-//! reloads) runs on the runtime that started pgfleet.
+//! Everything else (health checks, discovery, janitors, the admin console, HTTP,
+//! reloads, the hand-over) runs on the runtime that started pgfleet.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -42,7 +44,6 @@ pub fn most() -> usize {
 #[derive(Debug)]
 pub struct Workers {
     handles: Vec<Handle>,
-    next: AtomicUsize,
     /// Dropped with `Workers`: each worker's `block_on` ends.
     _stop: Vec<oneshot::Sender<()>>,
 }
@@ -58,8 +59,11 @@ impl Workers {
         let mut handles = Vec::with_capacity(n);
         let mut stops = Vec::with_capacity(n);
         for i in 0..n {
+            // I/O and timers only: signals and child processes are the starting
+            // runtime's, and their drivers would run at each of the worker's turns.
             let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+                .enable_io()
+                .enable_time()
                 .build()?;
             handles.push(runtime.handle().clone());
             let (stop, stopped) = oneshot::channel::<()>();
@@ -75,7 +79,6 @@ impl Workers {
         }
         Ok(Workers {
             handles,
-            next: AtomicUsize::new(0),
             _stop: stops,
         })
     }
@@ -90,14 +93,13 @@ impl Workers {
         self.handles.is_empty()
     }
 
-    /// Runs `task` on the next worker, round-robin.
-    pub fn spawn<F>(&self, task: F)
+    /// Runs `task` on worker `i` (modulo their number).
+    pub fn spawn_on<F>(&self, i: usize, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
         // After the workers stopped the task is dropped unrun (pgfleet is stopping).
-        drop(self.handles[i].spawn(task));
+        drop(self.handles[i % self.handles.len()].spawn(task));
     }
 }
 
@@ -106,15 +108,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tasks_run_on_worker_threads_in_turn() {
+    fn tasks_run_on_the_worker_they_are_given() {
         let workers = Workers::start(3).unwrap();
         assert_eq!(workers.len(), 3);
         assert!(most() >= 3);
         assert_eq!(current(), None);
         let (tx, rx) = std::sync::mpsc::channel();
-        for _ in 0..6 {
+        for i in 0..6 {
             let tx = tx.clone();
-            workers.spawn(async move {
+            workers.spawn_on(i, async move {
                 let name = std::thread::current().name().map(str::to_owned);
                 tx.send((current(), name)).unwrap();
             });
@@ -133,7 +135,7 @@ mod tests {
         let workers = Workers::start(2).unwrap();
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         // A task that never ends holds `tx` until its runtime is dropped.
-        workers.spawn(async move {
+        workers.spawn_on(1, async move {
             let _tx = tx;
             std::future::pending::<()>().await;
         });

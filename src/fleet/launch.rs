@@ -45,6 +45,12 @@ pub(super) fn source(
 }
 
 /// Starts accepting the clients of `ep` on `listener`; returns the bound address.
+///
+/// Every worker accepts on its own duplicate of the socket, registered with its own
+/// event loop, and keeps the clients it accepts: no hand-over between threads per
+/// connection. A connection wakes every worker waiting on the socket and the first to
+/// get there takes it (the others find nothing), so an idle worker takes new clients
+/// before a busy one.
 pub(super) fn endpoint(
     state: &Arc<State>,
     cluster: &Arc<ClusterState>,
@@ -52,13 +58,22 @@ pub(super) fn endpoint(
     listener: TcpListener,
 ) -> anyhow::Result<SocketAddr> {
     let addr = listener.local_addr()?;
+    // Out of this runtime's event loop; each worker registers its duplicate in its own.
+    let socket = listener.into_std()?;
+    let mut duplicates = Vec::with_capacity(state.workers.len());
+    for _ in 0..state.workers.len() {
+        duplicates.push(socket.try_clone()?);
+    }
     tracing::info!(cluster = %cluster.name, endpoint = %ep.name, %addr, role = ?ep.config().role, "listening");
-    tokio::spawn(frontend::serve_endpoint(
-        state.clone(),
-        cluster.clone(),
-        ep,
-        listener,
-    ));
+    for (i, socket) in duplicates.into_iter().enumerate() {
+        let (state, cluster, ep) = (state.clone(), cluster.clone(), ep.clone());
+        state.clone().workers.spawn_on(i, async move {
+            match TcpListener::from_std(socket) {
+                Ok(listener) => frontend::serve_endpoint(state, cluster, ep, listener, i == 0).await,
+                Err(e) => tracing::error!(%addr, error = %e, "a worker cannot accept on the endpoint's socket"),
+            }
+        });
+    }
     Ok(addr)
 }
 

@@ -50,11 +50,9 @@ pub async fn find_secret(
     };
     let lookups = &cluster.auth_query;
     let found = match settings {
-        Ok(s) => {
-            lookups
-                .secret(cluster, &s, general.auth_cache_ttl, user)
-                .await
-        }
+        // Boxed: the lookup (a connect to the server) is large, and only users missing
+        // from auth_file need it; unboxed it would size every login.
+        Ok(s) => Box::pin(lookups.secret(cluster, &s, general.auth_cache_ttl, user)).await,
         Err(e) => {
             tracing::warn!(cluster = %cluster.name, user, error = %e, "auth_query lookup failed");
             Err(e)

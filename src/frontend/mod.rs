@@ -35,12 +35,14 @@ pub(crate) use conn::ClientConn;
 pub(crate) use startup::{Hello, StartupParams};
 
 /// Accepts clients of one endpoint until pgfleet stops accepting or a reload removes
-/// the endpoint.
+/// the endpoint. Each worker runs one of these on its own duplicate of the listening
+/// socket; `first` is the one that logs the endpoint's removal.
 pub async fn serve_endpoint(
     state: Arc<State>,
     cluster: Arc<ClusterState>,
     endpoint: Arc<EndpointState>,
     listener: TcpListener,
+    first: bool,
 ) {
     let accepting = accept_loop(&state, &listener, |stream, peer| {
         if endpoint.phase() != Phase::Open {
@@ -59,22 +61,14 @@ pub async fn serve_endpoint(
             user = tracing::field::Empty,
             db = tracing::field::Empty
         );
-        // The socket moves to the worker's event loop: out of this one's here, into the
-        // worker's when its task starts.
-        let stream = match stream.into_std() {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, %peer, "accepted connection could not be handed to a worker");
-                return;
-            }
-        };
         let ep = endpoint.clone();
         let task = handle_client(state.clone(), cluster.clone(), ep, stream, id, peer);
-        state.workers.spawn(task.instrument(span));
+        // On this worker, whose event loop the socket is registered with.
+        tokio::spawn(task.instrument(span));
     });
     tokio::select! {
         _ = accepting => {}
-        _ = endpoint.reached(Phase::Closing) => {
+        _ = endpoint.reached(Phase::Closing) => if first {
             info!(cluster = %cluster.name, endpoint = %endpoint.name, "endpoint removed: no longer accepting");
         }
     }
@@ -113,18 +107,11 @@ async fn handle_client(
     state: Arc<State>,
     cluster: Arc<ClusterState>,
     ep: Arc<EndpointState>,
-    stream: std::net::TcpStream,
+    stream: TcpStream,
     id: u32,
     peer: SocketAddr,
 ) {
     let connected_at = std::time::Instant::now();
-    let stream = match TcpStream::from_std(stream) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "client socket could not join the worker's event loop");
-            return;
-        }
-    };
     let _counted = ep.client();
     let _ = stream.set_nodelay(true);
     let topology = state.current.load_full();
@@ -178,7 +165,9 @@ async fn handle_client(
         connected_at,
         log: general.log_connections,
     };
-    let run = session::run(&cluster, &ep, &mut conn, client);
+    // Boxed, as the login: otherwise the session's state sizes the client's task, which
+    // is moved whole (several times) when it is spawned.
+    let run = Box::pin(session::run(&cluster, &ep, &mut conn, client));
     let removed = ep.reached(Phase::Ended);
     let result = until_stopped(stop, removed, run).await;
     state.cancels.unregister(id);

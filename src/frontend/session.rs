@@ -50,7 +50,10 @@ pub async fn run(
     conn: &mut ClientConn,
     client: Client<'_>,
 ) -> Result<PumpEnd, ClientError> {
-    let result = match cluster.config().pool.pool_mode {
+    // Read into a local: a guard in the `match` itself would live (and hold one of the
+    // thread's few fast `ArcSwap` slots) for the whole session.
+    let mode = cluster.config().pool.pool_mode;
+    let result = match mode {
         PoolMode::Session => session_mode(cluster, endpoint, conn, &client).await,
         PoolMode::Transaction => transaction::run(cluster, endpoint, conn, &client).await,
     };
