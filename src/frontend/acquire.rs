@@ -29,7 +29,8 @@ pub async fn acquire(
 ) -> Result<(SessionSlot, PooledConn), ClientError> {
     let started = tokio::time::Instant::now();
     let deadline = started + cluster.config().pool.query_wait_timeout;
-    let node_deadline = started + node_wait(cluster, endpoint).0;
+    // Only needed (and read) once no node fits.
+    let mut node_deadline = None;
     loop {
         // The common case registers for no wake-up: not paused, and a node fits.
         let picked = match cluster.paused() {
@@ -37,6 +38,8 @@ pub async fn acquire(
             false => balance::pick(cluster, endpoint),
         };
         let Some(node) = picked else {
+            let node_deadline =
+                *node_deadline.get_or_insert_with(|| started + node_wait(cluster, endpoint).0);
             wait_for_change(cluster, endpoint, deadline, node_deadline).await?;
             continue;
         };

@@ -15,10 +15,11 @@ use crate::protocol::frame::{body, first_word_is, read_cstr_bytes};
 pub(in crate::frontend) fn rewrite(rw: &mut Rewriter<'_>, m: &[u8], out: &mut BytesMut) -> bool {
     match m[0] {
         b'P' | b'B' | b'D' | b'C' => rw.rewrite(m, out),
-        b'Q' => {
+        // The first word is looked at before the statement's end is searched for: the
+        // statement is read whole only when it is a DEALLOCATE.
+        b'Q' if first_word_is(body(m), &["deallocate"]) => {
             let mut pos = 0;
-            let sql = read_cstr_bytes(body(m), &mut pos);
-            match sql.filter(|sql| first_word_is(sql, &["deallocate"])) {
+            match read_cstr_bytes(body(m), &mut pos) {
                 Some(sql) => std::str::from_utf8(sql).is_ok_and(|sql| rw.deallocate(sql, out)),
                 None => false,
             }
@@ -58,14 +59,20 @@ pub(in crate::frontend) fn watch_session_command(
     let b = body(message);
     // A simple Query, or the unnamed statement of an extended batch (as pgjdbc sends
     // every statement): its ReadyForQuery is that of the next request (Query or Sync).
-    let (sql, followed) = if message[0] == b'P' {
-        let name = read_cstr_bytes(b, &mut pos);
-        (read_cstr_bytes(b, &mut pos), name == Some(&b""[..]))
+    let followed = if message[0] == b'P' {
+        match read_cstr_bytes(b, &mut pos) {
+            Some(name) => name.is_empty(),
+            None => return,
+        }
     } else {
-        (read_cstr_bytes(b, &mut pos), true)
+        true
     };
-    // Only SET, RESET and DISCARD are looked into, and decoded.
-    let Some(sql) = sql.filter(|sql| first_word_is(sql, &["set", "reset", "discard"])) else {
+    // Only SET, RESET and DISCARD are looked into, and decoded; the first word is
+    // looked at before the statement's end is searched for (a NUL ends the word too).
+    if !first_word_is(&b[pos..], &["set", "reset", "discard"]) {
+        return;
+    }
+    let Some(sql) = read_cstr_bytes(b, &mut pos) else {
         return;
     };
     let Ok(sql) = std::str::from_utf8(sql) else {
