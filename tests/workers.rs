@@ -1,5 +1,5 @@
-//! Clients spread over worker threads share one pool: server connections move between
-//! the workers' event loops and answer the right client.
+//! Clients spread over worker threads share one pool: a worker's clients use server
+//! connections another worker opened, and every answer reaches the right client.
 
 mod common;
 

@@ -84,7 +84,8 @@ pub struct General {
     pub stats_period: Duration,
     /// Log one line per client connect and disconnect. Default true.
     pub log_connections: bool,
-    /// Runtime worker threads; 0 = one per core. Default 0. Needs a restart.
+    /// Threads that serve clients, each with its own event loop (see `workers`); 0 =
+    /// one per core. Default 0. Needs a restart.
     pub workers: usize,
     /// On SIGTERM, or once a successor has taken the listening sockets over, how long
     /// connected clients may go on before they are disconnected (57P01). Default 30s.

@@ -3,10 +3,11 @@
 //! A connection is registered with the event loop of the thread that opened it (its
 //! `home`), and goes back to that thread's list. A client takes from its own worker's
 //! list first, so its transaction's wake-ups stay on one thread; only when that list is
-//! empty does it take one from another list, and then moves the connection's socket to
-//! its own event loop (plain TCP; a TLS connection keeps its home and is woken across
-//! threads). Each list is a stack, as PgBouncer's, so that connections beyond the load
-//! stay unused and idle out.
+//! empty does it take one from another list, and uses it where it is registered (its
+//! wake-ups then cross threads) before it goes back to its home's list. Connections
+//! opened outside the workers move to the first worker that takes them (plain TCP; a
+//! TLS connection cannot move). Each list is a stack, as PgBouncer's, so that
+//! connections beyond the load stay unused and idle out.
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -45,12 +46,16 @@ impl Idle {
         if let Some(conn) = lock(&self.lists[own]).pop() {
             return Some(conn);
         }
-        let mut conn = (0..in_use())
+        let (from, mut conn) = (0..in_use())
             .filter(|&i| i != own)
-            .find_map(|i| lock(&self.lists[i]).pop())?;
-        // A failed move leaves the connection closed: the checkout finds it so and
-        // takes another.
-        if own != 0 && matches!(conn.stream.rehome(), Ok(true)) {
+            .find_map(|i| lock(&self.lists[i]).pop().map(|c| (i, c)))?;
+        // One opened outside the workers (the janitor's `min_pool_size`) joins this
+        // worker for good. One of another worker stays registered there: when clients
+        // outnumber the connections, moving them back and forth cost more (two
+        // `epoll_ctl` per move, nearly every other transaction) than the wake-ups
+        // across threads they save. A failed move leaves the connection closed: the
+        // checkout finds it so and takes another.
+        if from == 0 && own != 0 && matches!(conn.stream.rehome(), Ok(true)) {
             conn.home = own;
         }
         Some(conn)
