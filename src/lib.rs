@@ -36,9 +36,9 @@ pub use frontend::fuzzing;
 
 pub mod demo;
 
-/// The runtime pgfleet starts on: accepting, health checks, discovery, the admin
-/// console, HTTP and reloads run on it; clients run on the `workers` threads
-/// (`workers::Workers`).
+/// The runtime pgfleet starts on: health checks, discovery, janitors, the admin
+/// console, HTTP, reloads and the hand-over run on it; clients are accepted and served
+/// on the `workers` threads (`workers::Workers`).
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -66,10 +66,10 @@ pub(super) fn endpoint(
     }
     tracing::info!(cluster = %cluster.name, endpoint = %ep.name, %addr, role = ?ep.config().role, "listening");
     for (i, socket) in duplicates.into_iter().enumerate() {
-        let (state, cluster, ep) = (state.clone(), cluster.clone(), ep.clone());
-        state.clone().workers.spawn_on(i, async move {
+        let (st, cluster, ep) = (state.clone(), cluster.clone(), ep.clone());
+        state.workers.spawn_on(i, async move {
             match TcpListener::from_std(socket) {
-                Ok(listener) => frontend::serve_endpoint(state, cluster, ep, listener, i == 0).await,
+                Ok(listener) => frontend::serve_endpoint(st, cluster, ep, listener, i == 0).await,
                 Err(e) => tracing::error!(%addr, error = %e, "a worker cannot accept on the endpoint's socket"),
             }
         });

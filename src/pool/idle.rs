@@ -9,9 +9,9 @@
 //! TLS connection cannot move). Each list is a stack, as PgBouncer's, so that
 //! connections beyond the load stay unused and idle out.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
-use super::{Conns, ServerConn};
+use super::{lock, Conns, ServerConn};
 use crate::workers;
 
 /// Lists per pool: one for threads that are not workers (index 0), and one per worker
@@ -26,10 +26,6 @@ pub(super) fn here() -> usize {
 /// How many lists can hold connections in this process.
 fn in_use() -> usize {
     (1 + workers::most()).min(LISTS)
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The idle connections of one pool.
