@@ -77,13 +77,14 @@ listen readers
 """
 
 
-def pgfleet_toml(port, ports, pool_mode, pool_size):
-    hosts = ", ".join(f'"127.0.0.1:{ports[n]}"' for n in ("primary", "replica1", "replica2"))
+def pgfleet_toml(port, ports, pool_mode, pool_size,
+                 nodes=("primary", "replica1", "replica2"), extra=""):
+    hosts = ", ".join(f'"127.0.0.1:{ports[n]}"' for n in nodes)
     return f"""[general]
 auth_file = "userlist.txt"
 auth_type = "md5"
 log_connections = false
-
+{extra}
 [clusters.bench]
 hosts = [{hosts}]
 health_user = "{CHECK_USER}"

@@ -6,7 +6,8 @@ import statistics
 METRICS = ("tps", "avg_ms", "p99_ms", "cpu_s_per_1k_xacts", "peak_rss_kib")
 # Ratios: pgfleet in each pool mode against the same mode of each peer.
 COMPARISONS = [("pgfleet-session", "pgbouncer-session"), ("pgfleet-txn", "pgbouncer-txn"),
-               ("pgfleet-session", "blog-session"), ("pgfleet-txn", "blog-txn")]
+               ("pgfleet-session", "blog-session"), ("pgfleet-txn", "blog-txn"),
+               ("pgfleet-txn-replica1", "pgbouncer-txn")]
 
 
 def summarize(cells, targets, workloads):

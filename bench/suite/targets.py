@@ -176,7 +176,10 @@ class Pgfleet(Target):
         # replicas, so both poolers hold the same number of server connections.
         size = self.env.session_pool if self.mode == "session" else self.env.txn_pool // 2
         self.toml = self.write("pgfleet.toml", configs.pgfleet_toml(
-            self.port, self.env.ports, self.mode, size))
+            self.port, self.env.ports, self.mode, size, extra=self.extra()))
+
+    def extra(self):
+        return f"workers = {self.env.pgfleet_workers}\n"
 
     def start(self):
         proc = procs.spawn(self.name, [self.env.pgfleet, "run", "--config", self.toml],
@@ -193,6 +196,22 @@ class PgfleetSession(Pgfleet):
 
 class PgfleetTxn(Pgfleet):
     name, label, mode = "pgfleet-txn", "pgfleet transaction", "transaction"
+
+
+class PgfleetTxnReplica1(Pgfleet):
+    """pgfleet in transaction mode over the primary and replica1 only, with PgBouncer's
+    pool on that one replica: the same servers and server connections as the
+    PgBouncer target, so the two compare the proxies alone. The reader endpoint of
+    the other pgfleet targets spreads the load over both replicas, which on one
+    machine share the cores with everything else."""
+    name, label, mode = "pgfleet-txn-replica1", "pgfleet transaction (replica1)", "transaction"
+
+    def prepare(self):
+        Target.prepare(self)
+        self.write("userlist.txt", self.env.userlist)
+        self.toml = self.write("pgfleet.toml", configs.pgfleet_toml(
+            self.port, self.env.ports, self.mode, self.env.txn_pool,
+            nodes=("primary", "replica1"), extra=self.extra()))
 
 
 class TokioForward(Target):
@@ -216,5 +235,5 @@ class TokioForward(Target):
 
 
 ALL = [Direct, PgBouncerSession, PgBouncerTxn, BlogSession, BlogTxn,
-       PgfleetSession, PgfleetTxn, TokioForward]
+       PgfleetSession, PgfleetTxn, PgfleetTxnReplica1, TokioForward]
 BY_NAME = {t.name: t for t in ALL}
