@@ -1,5 +1,7 @@
 //! A client socket with its framing buffers, for the startup and login phases.
 
+use std::cell::RefCell;
+
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -24,14 +26,65 @@ pub struct ClientConn {
     pub end_point: Option<Vec<u8>>,
 }
 
+/// Capacity of a client's read buffer as it starts (it grows for larger messages).
+const READ_CAPACITY: usize = 8192;
+/// Capacity of a client's write buffer as it starts.
+const WRITE_CAPACITY: usize = 1024;
+/// Buffers kept per thread for the next clients.
+const SPARE_MAX: usize = 64;
+/// A buffer that grew beyond this is freed rather than kept.
+const SPARE_LARGEST: usize = 64 * 1024;
+
+impl Drop for ClientConn {
+    /// Keeps the buffers for the next client of this thread, unless they grew large
+    /// or enough are kept already.
+    fn drop(&mut self) {
+        let (mut buf, mut out) = (std::mem::take(&mut self.buf), std::mem::take(&mut self.out));
+        buf.clear();
+        out.clear();
+        if buf.capacity() > SPARE_LARGEST || out.capacity() > SPARE_LARGEST {
+            return;
+        }
+        // Not while the thread is ending (its spare list may be gone already).
+        let _ = SPARE.try_with(|s| {
+            if let Ok(mut spare) = s.try_borrow_mut() {
+                if spare.len() < SPARE_MAX {
+                    spare.push((buf, out));
+                }
+            }
+        });
+    }
+}
+
+thread_local! {
+    /// The read and write buffers of clients gone, for the next ones of this thread.
+    /// Buffers of a few KiB are beyond the allocator's per-thread cache: each one cost
+    /// a search of its free lists (and a merge of its small free chunks), a good part
+    /// of a login's work where clients connect for one transaction each.
+    static SPARE: RefCell<Vec<(BytesMut, BytesMut)>> = const { RefCell::new(Vec::new()) };
+}
+
 impl ClientConn {
     /// A connection in its login phase: messages are limited to `LOGIN_MAX_MESSAGE`
     /// until `max_message` is raised after authentication.
     pub fn new(stream: TcpStream) -> ClientConn {
+        let spare = SPARE.with(|s| s.borrow_mut().pop());
+        let (buf, out) = match spare {
+            Some((mut buf, mut out)) => {
+                // Empty, and unshared: reserving takes back their whole allocation.
+                buf.reserve(READ_CAPACITY);
+                out.reserve(WRITE_CAPACITY);
+                (buf, out)
+            }
+            None => (
+                BytesMut::with_capacity(READ_CAPACITY),
+                BytesMut::with_capacity(WRITE_CAPACITY),
+            ),
+        };
         ClientConn {
             stream: Stream::Plain(stream),
-            buf: BytesMut::with_capacity(8192),
-            out: BytesMut::with_capacity(1024),
+            buf,
+            out,
             max_message: LOGIN_MAX_MESSAGE,
             end_point: None,
         }

@@ -78,6 +78,10 @@ async fn session_mode(
     // holds none.
     let mut pools = PoolCache::default();
     let greeted = greet_from_pool(cluster, endpoint, conn, client, &mut pools).await?;
+    let greeting: Vec<(String, String)> = greeted
+        .greeting()
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect();
     // The pool's first client keeps the connection its greeting came from.
     let (slot, mut server) = match greeted.held {
         Some(held) => {
@@ -101,7 +105,7 @@ async fn session_mode(
     }
     apply_settings(conn, &mut server, client.params).await?;
     // What this connection's values are where they differ from the greeting.
-    report_changes(conn, &greeted.greeting, &server.params).await?;
+    report_changes(conn, &greeting, &server.params).await?;
     let target = set_cancel_target(client.cancel, &server);
     loop {
         // Until the pump says otherwise the connection may be mid-query: if the session
@@ -149,20 +153,6 @@ pub fn options(pool: &config::Pool, transaction: bool) -> PumpOptions {
         idle_transaction_timeout: some(pool.idle_transaction_timeout),
         query_timeout: some(pool.query_timeout),
     }
-}
-
-/// ParameterStatus for each parameter, our BackendKeyData, ReadyForQuery.
-pub async fn greet(
-    conn: &mut ClientConn,
-    params: &[(String, String)],
-    client: &Client<'_>,
-) -> Result<(), ClientError> {
-    for (name, value) in params {
-        msg::parameter_status(&mut conn.out, name, value);
-    }
-    msg::backend_key_data(&mut conn.out, client.id, client.key);
-    msg::ready_for_query(&mut conn.out, b'I');
-    conn.flush().await
 }
 
 /// Sends the client ParameterStatus for each parameter not as it was in `before`.
@@ -287,11 +277,24 @@ pub(super) struct Greeted {
     pub settings: ClientSettings,
     /// The parameters of a fresh server connection of the client's pool.
     pub baseline: Params,
-    /// The parameters the client was told.
-    pub greeting: Vec<(String, String)>,
+    /// `in_hot_standby` as the client is told it: the endpoint's role, not the node's
+    /// the baseline came from (none for `role = "any"`).
+    standby: Option<&'static str>,
     /// The server connection taken for `baseline` when the pool had none yet (its
     /// `release` set to `Reuse`): session mode keeps it, transaction mode lets it go.
     pub held: Option<(SessionSlot, PooledConn)>,
+}
+
+impl Greeted {
+    /// The parameters the client is told at login, as (name, value).
+    pub fn greeting(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.settings.greeting(&self.baseline).map(|(name, value)| {
+            match (name == "in_hot_standby", self.standby) {
+                (true, Some(v)) => (name, v),
+                _ => (name, value),
+            }
+        })
+    }
 }
 
 /// Greets a client before it has a server connection: the parameters of a fresh
@@ -325,7 +328,6 @@ pub(super) async fn greet_from_pool(
     let spellings = &cluster.pools.spellings;
     let startup = &client.params.settings;
     let settings = ClientSettings::for_login(&baseline, startup, spellings);
-    let mut greeting = settings.greeting(&baseline);
     // Which node the client's transactions run on is the endpoint's role, whichever
     // node's parameters the greeting came from.
     let standby = match endpoint.config().role {
@@ -333,21 +335,23 @@ pub(super) async fn greet_from_pool(
         Role::Primary => Some("off"),
         Role::Any => None,
     };
-    for (name, value) in greeting.iter_mut() {
-        if let (true, Some(v)) = (name == "in_hot_standby", standby) {
-            *value = v.to_owned();
-        }
+    let greeted = Greeted {
+        settings,
+        baseline,
+        standby,
+        held,
+    };
+    // Written from the settings as they are: no copy of them per login.
+    for (name, value) in greeted.greeting() {
+        msg::parameter_status(&mut conn.out, name, value);
     }
-    greet(conn, &greeting, client).await?;
+    msg::backend_key_data(&mut conn.out, client.id, client.key);
+    msg::ready_for_query(&mut conn.out, b'I');
+    conn.flush().await?;
     if client.log {
         info!("client connected");
     }
-    Ok(Greeted {
-        settings,
-        baseline,
-        greeting,
-        held,
-    })
+    Ok(greeted)
 }
 
 /// Waits, holding no server connection, until the client has sent a whole message.

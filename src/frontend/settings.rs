@@ -198,14 +198,16 @@ impl ClientSettings {
     }
 
     /// The ParameterStatus values the client is greeted with.
-    pub fn greeting(&self, baseline: &[(String, String)]) -> Vec<(String, String)> {
+    pub fn greeting<'a>(
+        &'a self,
+        baseline: &'a [(String, String)],
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
         baseline
             .iter()
             .map(|(n, v)| match self.reported.iter().find(|(r, _)| r == n) {
-                Some((_, mine)) => (n.clone(), mine.clone()),
-                None => (n.clone(), v.clone()),
+                Some((_, mine)) => (n.as_str(), mine.as_str()),
+                None => (n.as_str(), v.as_str()),
             })
-            .collect()
     }
 
     /// Takes the reported parameters from the server connection the client just used.
