@@ -26,6 +26,8 @@ def summarize(cells, targets, workloads):
                 values = [c[m] for c in clean if c.get(m) is not None]
                 if values:
                     s[m] = statistics.median(values)
+            s["by_round"] = {c["round"]: {m: c[m] for m in METRICS if c.get(m) is not None}
+                             for c in clean}
             for key in ("login_s", "login_cpu_s", "ok"):
                 values = [c["idle"][key] for c in runs if key in c.get("idle", {})]
                 if values:
@@ -71,10 +73,14 @@ ROW_NAMES = ["tps", "latency avg / p99 ms", "proxy CPU s per 1k xacts",
 
 
 def ratio(a, b, key):
-    va, vb = a.get(key), b.get(key)
-    if not a["clean_rounds"] or not b["clean_rounds"] or not va or not vb:
-        return None
-    return va / vb
+    """The median over the rounds both ran clean of a's value / b's in that round.
+    Targets alternate within a round, so each pair was measured minutes apart; a
+    machine whose speed drifts between rounds moves both sides of a pair alike, while
+    a ratio of medians could take them from rounds of different speeds."""
+    ra, rb = a.get("by_round", {}), b.get("by_round", {})
+    pairs = [ra[r][key] / rb[r][key] for r in ra
+             if r in rb and ra[r].get(key) and rb[r].get(key)]
+    return statistics.median(pairs) if pairs else None
 
 
 def markdown(machine, settings, summary, targets, workloads):
@@ -91,8 +97,9 @@ def markdown(machine, settings, summary, targets, workloads):
     present = {t.name: t for t in targets}
     comparisons = [(a, b) for a, b in COMPARISONS if a in present and b in present]
     if comparisons:
-        lines += ["", "Ratios (median of pgfleet / median of the peer; tps above 1 and "
-                      "p99, CPU, RSS below 1 favour pgfleet):", ""]
+        lines += ["", "Ratios (pgfleet / the peer in the same round, median over the "
+                      "rounds; tps above 1 and p99, CPU, RSS below 1 favour pgfleet):",
+                  ""]
         lines.append("| workload | " + " | ".join(
             f"{present[a].label} / {present[b].label}" for a, b in comparisons) + " |")
         lines.append("|---|" + "---|" * len(comparisons))
