@@ -1,8 +1,8 @@
 //! The threads that serve clients: `general.workers` of them (one per core by default),
 //! each running its own single-threaded tokio runtime.
 //!
-//! Each worker accepts clients on its own duplicate of every endpoint's listening
-//! socket (see `fleet::launch::endpoint`), and a client stays on the worker that
+//! Each worker accepts clients on its own socket of every endpoint's `SO_REUSEPORT`
+//! group (see `fleet::launch::endpoint`), and a client stays on the worker that
 //! accepted it for its whole life, with every wake-up of its task on that thread. The
 //! server connections it opens are registered with the same thread's event loop, and
 //! the pools keep idle connections per worker (see `pool::idle`), so in the common case

@@ -46,11 +46,13 @@ pub(super) fn source(
 
 /// Starts accepting the clients of `ep` on `listener`; returns the bound address.
 ///
-/// Every worker accepts on its own duplicate of the socket, registered with its own
-/// event loop, and keeps the clients it accepts: no hand-over between threads per
-/// connection. A connection wakes every worker waiting on the socket and the first to
-/// get there takes it (the others find nothing), so an idle worker takes new clients
-/// before a busy one.
+/// Every worker accepts on its own socket of the address's `SO_REUSEPORT` group,
+/// registered with its own event loop, and keeps the clients it accepts: the kernel
+/// hands each new connection to one socket, so one worker, and no connection moves
+/// between threads. Where the address has a single socket that cannot be shared (one
+/// handed over by a process that bound it without `SO_REUSEPORT`), every worker
+/// accepts on a duplicate of it: a new connection then wakes them all and the first to
+/// get there takes it.
 pub(super) fn endpoint(
     state: &Arc<State>,
     cluster: &Arc<ClusterState>,
@@ -58,21 +60,34 @@ pub(super) fn endpoint(
     listener: TcpListener,
 ) -> anyhow::Result<SocketAddr> {
     let addr = listener.local_addr()?;
-    // Out of this runtime's event loop; each worker registers its duplicate in its own.
-    let socket = listener.into_std()?;
-    let mut duplicates = Vec::with_capacity(state.workers.len());
-    for _ in 0..state.workers.len() {
-        duplicates.push(socket.try_clone()?);
+    let workers = state.workers.len();
+    let mut group = state.listeners.group(addr, workers)?;
+    if group.is_empty() {
+        // Not kept by `Listeners` (only tests build listeners by hand).
+        group.push(std::os::fd::OwnedFd::from(listener.into_std()?));
+    } else {
+        drop(listener);
     }
-    tracing::info!(cluster = %cluster.name, endpoint = %ep.name, %addr, role = ?ep.config().role, "listening");
-    for (i, socket) in duplicates.into_iter().enumerate() {
-        let (st, cluster, ep) = (state.clone(), cluster.clone(), ep.clone());
-        state.workers.spawn_on(i, async move {
-            match TcpListener::from_std(socket) {
-                Ok(listener) => frontend::serve_endpoint(st, cluster, ep, listener, i == 0).await,
-                Err(e) => tracing::error!(%addr, error = %e, "a worker cannot accept on the endpoint's socket"),
-            }
-        });
+    // Worker i accepts on sockets i, i + workers, ...; each worker on one at least.
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> =
+        (0..workers).map(|_| Vec::new()).collect();
+    for i in 0..group.len().max(workers) {
+        let fd = group[i % group.len()].try_clone()?;
+        per_worker[i % workers].push(std::net::TcpListener::from(fd));
+    }
+    tracing::info!(cluster = %cluster.name, endpoint = %ep.name, %addr, role = ?ep.config().role, sockets = group.len(), "listening");
+    for (i, sockets) in per_worker.into_iter().enumerate() {
+        for (j, socket) in sockets.into_iter().enumerate() {
+            let (st, cluster, ep) = (state.clone(), cluster.clone(), ep.clone());
+            let first = i == 0 && j == 0;
+            state.workers.spawn_on(i, async move {
+                let accepting = socket.set_nonblocking(true).and_then(|()| TcpListener::from_std(socket));
+                match accepting {
+                    Ok(listener) => frontend::serve_endpoint(st, cluster, ep, listener, first).await,
+                    Err(e) => tracing::error!(%addr, error = %e, "a worker cannot accept on the endpoint's socket"),
+                }
+            });
+        }
     }
     Ok(addr)
 }

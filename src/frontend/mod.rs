@@ -35,8 +35,8 @@ pub(crate) use conn::ClientConn;
 pub(crate) use startup::{Hello, StartupParams};
 
 /// Accepts clients of one endpoint until pgfleet stops accepting or a reload removes
-/// the endpoint. Each worker runs one of these on its own duplicate of the listening
-/// socket; `first` is the one that logs the endpoint's removal.
+/// the endpoint. Each worker runs one of these on each of its sockets of the
+/// endpoint's group; `first` is the one that logs the endpoint's removal.
 pub async fn serve_endpoint(
     state: Arc<State>,
     cluster: Arc<ClusterState>,
