@@ -68,10 +68,14 @@ impl ClientConn {
     /// A connection in its login phase: messages are limited to `LOGIN_MAX_MESSAGE`
     /// until `max_message` is raised after authentication.
     pub fn new(stream: TcpStream) -> ClientConn {
-        let spare = SPARE.with(|s| s.borrow_mut().pop());
+        let spare = SPARE
+            .try_with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+            .ok()
+            .flatten();
         let (buf, out) = match spare {
             Some((mut buf, mut out)) => {
-                // Empty, and unshared: reserving takes back their whole allocation.
+                // Empty: reserving takes their whole allocation back, or makes a new
+                // one where a message forwarded from it still holds part of it.
                 buf.reserve(READ_CAPACITY);
                 out.reserve(WRITE_CAPACITY);
                 (buf, out)
