@@ -120,6 +120,9 @@ async fn serve(
         r.port()
     );
     println!("\nPer node, every 2 s (Ctrl-C stops everything):");
+    // SIGTERM (`kill`, `timeout`) stops everything too: otherwise the servers the demo
+    // started would outlive it.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let started = Instant::now();
     let mut last: HashMap<String, (u64, Instant)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(2));
@@ -127,6 +130,7 @@ async fn serve(
         tokio::select! {
             _ = tick.tick() => {}
             _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
         }
         print!("{}", figures(&fleet, &mut last));
         if args.seconds > 0 && started.elapsed() >= Duration::from_secs(args.seconds) {
