@@ -57,11 +57,7 @@ impl Listeners {
                 .with_context(|| format!("cannot bind {addr}"))?;
             drop(probe);
         }
-        let socket = new_socket(addr, true)?;
-        socket
-            .bind(addr)
-            .with_context(|| format!("cannot bind {addr}"))?;
-        let listener = socket.listen(1024)?;
+        let listener = listen_shared(addr).with_context(|| format!("cannot bind {addr}"))?;
         let kept = listener.as_fd().try_clone_to_owned()?;
         open.insert(listener.local_addr()?, vec![kept]);
         Ok(listener)
@@ -81,10 +77,7 @@ impl Listeners {
             .reuse_port()
             .unwrap_or(false);
         while shared && fds.len() < n {
-            let socket = new_socket(addr, true)?;
-            socket.bind(addr)?;
-            let listener = socket.listen(1024)?;
-            fds.push(listener.as_fd().try_clone_to_owned()?);
+            fds.push(listen_shared(addr)?.as_fd().try_clone_to_owned()?);
         }
         fds.iter().map(|fd| fd.try_clone()).collect()
     }
@@ -134,6 +127,13 @@ fn new_socket(addr: SocketAddr, shared: bool) -> std::io::Result<tokio::net::Tcp
         socket.set_reuseport(true)?;
     }
     Ok(socket)
+}
+
+/// A listener on `addr` with `SO_REUSEADDR` and `SO_REUSEPORT`, backlog 1024.
+fn listen_shared(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = new_socket(addr, true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 /// A tokio listener on a duplicate of `fd`.

@@ -164,6 +164,7 @@ class BlogTxn(Blog):
 class Pgfleet(Target):
     """pgfleet's reader endpoint (role = "replica") over all three nodes."""
     proxy = "pgfleet"
+    nodes = ("primary", "replica1", "replica2")
 
     @property
     def port(self):
@@ -172,14 +173,16 @@ class Pgfleet(Target):
     def prepare(self):
         super().prepare()
         self.write("userlist.txt", self.env.userlist)
-        # Per node: in transaction mode half the PgBouncer pool on each of the two
-        # replicas, so both poolers hold the same number of server connections.
-        size = self.env.session_pool if self.mode == "session" else self.env.txn_pool // 2
         self.toml = self.write("pgfleet.toml", configs.pgfleet_toml(
-            self.port, self.env.ports, self.mode, size, extra=self.extra()))
+            self.port, self.env.ports, self.mode, self.pool_size(), nodes=self.nodes,
+            extra=f"workers = {self.env.pgfleet_workers}\n"))
 
-    def extra(self):
-        return f"workers = {self.env.pgfleet_workers}\n"
+    def pool_size(self):
+        """Per node: in transaction mode PgBouncer's pool shared by the replicas, so
+        both poolers hold the same number of server connections."""
+        if self.mode == "session":
+            return self.env.session_pool
+        return self.env.txn_pool // sum(n.startswith("replica") for n in self.nodes)
 
     def start(self):
         proc = procs.spawn(self.name, [self.env.pgfleet, "run", "--config", self.toml],
@@ -205,13 +208,7 @@ class PgfleetTxnReplica1(Pgfleet):
     the other pgfleet targets spreads the load over both replicas, which on one
     machine share the cores with everything else."""
     name, label, mode = "pgfleet-txn-replica1", "pgfleet transaction (replica1)", "transaction"
-
-    def prepare(self):
-        Target.prepare(self)
-        self.write("userlist.txt", self.env.userlist)
-        self.toml = self.write("pgfleet.toml", configs.pgfleet_toml(
-            self.port, self.env.ports, self.mode, self.env.txn_pool,
-            nodes=("primary", "replica1"), extra=self.extra()))
+    nodes = ("primary", "replica1")
 
 
 class TokioForward(Target):

@@ -63,7 +63,7 @@ pub(super) fn endpoint(
     let workers = state.workers.len();
     let mut group = state.listeners.group(addr, workers)?;
     if group.is_empty() {
-        // Not kept by `Listeners` (only tests build listeners by hand).
+        // No longer in `Listeners` (released meanwhile): this listener alone.
         group.push(std::os::fd::OwnedFd::from(listener.into_std()?));
     } else {
         drop(listener);
