@@ -2,10 +2,10 @@
 //! that pair is forwarded to the server connection running the client's query.
 //!
 //! The registry's lock is taken when a client connects or leaves and for each cancel
-//! request; pointing a client at the server connection of its next transaction only
-//! touches that client's own slot (an uncontended lock around one pointer; the target
-//! is built once per server connection). An `ArcSwap` there would cost more: its
-//! stores, two per transaction, walk every thread's debt list.
+//! request. Pointing a client at the server connection of its next transaction takes no
+//! lock: the client's slot holds the connection's id in an atomic (the connections'
+//! targets are listed by id once, when they log in), and clearing it waits only for
+//! the cancel requests reading it at that instant, if any.
 //!
 //! A cancel that arrives while a client's transaction runs but reaches the server just
 //! after it ended must not stop the next client's query on that connection. PostgreSQL
@@ -15,8 +15,8 @@
 //! the server has closed every one of them. A cancel whose delivery is unknown (the
 //! node did not answer) closes the connection instead.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -104,11 +104,55 @@ impl Drop for GatePass {
     }
 }
 
+/// The targets of the server connections that are logged in, by id.
+static TARGETS: Mutex<BTreeMap<u64, Arc<CancelTarget>>> = Mutex::new(BTreeMap::new());
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A server connection's cancel target, findable by its id while this lives.
+#[derive(Debug)]
+pub struct Listed {
+    /// 0: not listed (a connection still logging in).
+    id: u64,
+    target: Arc<CancelTarget>,
+}
+
+impl Listed {
+    /// Lists `target` under a new id.
+    pub fn new(target: CancelTarget) -> Listed {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let target = Arc::new(target);
+        lock(&TARGETS).insert(id, target.clone());
+        Listed { id, target }
+    }
+
+    /// A target no cancel request can find.
+    pub fn unlisted(target: CancelTarget) -> Listed {
+        let target = Arc::new(target);
+        Listed { id: 0, target }
+    }
+
+    pub fn target(&self) -> &Arc<CancelTarget> {
+        &self.target
+    }
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        if self.id != 0 {
+            lock(&TARGETS).remove(&self.id);
+        }
+    }
+}
+
 /// One client's key and current server connection.
 #[derive(Debug)]
 pub struct CancelSlot {
     key: u32,
-    target: Mutex<Option<Arc<CancelTarget>>>,
+    /// The [`Listed`] id of the server connection the client's queries run on; 0 when
+    /// none.
+    target: AtomicU64,
+    /// Cancel requests reading `target` at this instant.
+    readers: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -116,10 +160,48 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl CancelSlot {
-    /// Sets (or clears) the server connection the client's queries run on.
-    pub fn set(&self, target: Option<Arc<CancelTarget>>) {
-        // The old target is dropped after the lock is released.
-        let _old = std::mem::replace(&mut *lock(&self.target), target);
+    fn new(key: u32) -> CancelSlot {
+        CancelSlot {
+            key,
+            target: AtomicU64::new(0),
+            readers: AtomicUsize::new(0),
+        }
+    }
+
+    /// Points the client's cancel key at `target`.
+    fn set(&self, target: &Listed) {
+        self.target.store(target.id, Ordering::SeqCst);
+    }
+
+    /// Clears the target. When this returns, every cancel request that found the
+    /// target is counted on its gate.
+    fn clear(&self) {
+        self.target.store(0, Ordering::SeqCst);
+        // A reader is between its two counter updates for a few instructions, with no
+        // await: if one is there now (on another thread), it is done in a moment.
+        let mut spins = 0u32;
+        while self.readers.load(Ordering::SeqCst) != 0 {
+            spins += 1;
+            if spins < 100 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// The current target, entered on its gate.
+    fn read(&self) -> Option<(CancelTarget, GatePass)> {
+        self.readers.fetch_add(1, Ordering::SeqCst);
+        let id = self.target.load(Ordering::SeqCst);
+        let found = match id {
+            0 => None,
+            id => lock(&TARGETS)
+                .get(&id)
+                .map(|t| ((**t).clone(), t.gate.enter())),
+        };
+        self.readers.fetch_sub(1, Ordering::SeqCst);
+        found
     }
 }
 
@@ -132,15 +214,15 @@ pub struct TargetScope<'a>(&'a CancelSlot);
 
 impl<'a> TargetScope<'a> {
     /// Points the client's cancel key at `target`.
-    pub fn new(slot: &'a CancelSlot, target: Arc<CancelTarget>) -> Self {
-        slot.set(Some(target));
+    pub fn new(slot: &'a CancelSlot, target: &Listed) -> Self {
+        slot.set(target);
         TargetScope(slot)
     }
 }
 
 impl Drop for TargetScope<'_> {
     fn drop(&mut self) {
-        self.0.set(None);
+        self.0.clear();
     }
 }
 
@@ -153,10 +235,7 @@ pub struct CancelRegistry {
 impl CancelRegistry {
     /// Registers a client under its pid with its key.
     pub fn register(&self, pid: u32, key: u32) -> Arc<CancelSlot> {
-        let slot = Arc::new(CancelSlot {
-            key,
-            target: Mutex::new(None),
-        });
+        let slot = Arc::new(CancelSlot::new(key));
         lock(&self.clients).insert(pid, slot.clone());
         slot
     }
@@ -173,11 +252,7 @@ impl CancelRegistry {
         if (slot.key ^ key) != 0 {
             return None;
         }
-        // Entered under the slot's lock: once a client's target is cleared, every
-        // cancel that saw it is counted on the gate.
-        let target = lock(&slot.target);
-        let target = target.as_ref()?;
-        Some(((**target).clone(), target.gate.enter()))
+        slot.read()
     }
 }
 
@@ -235,29 +310,100 @@ mod tests {
         assert!(!gate.busy() && !gate.unsure());
     }
 
+    fn target(pid: u32, gate: &Arc<CancelGate>) -> CancelTarget {
+        CancelTarget {
+            node: Arc::new(Node::new(0, "127.0.0.1:5432".into())),
+            pid,
+            key: 5,
+            gate: gate.clone(),
+        }
+    }
+
     #[test]
     fn lookup_needs_the_right_key_and_a_target() {
         let r = CancelRegistry::default();
         let slot = r.register(7, 42);
         assert!(r.lookup(7, 42).is_none());
         let gate = Arc::new(CancelGate::default());
-        slot.set(Some(Arc::new(CancelTarget {
-            node: Arc::new(Node::new(0, "127.0.0.1:5432".into())),
-            pid: 100,
-            key: 5,
-            gate: gate.clone(),
-        })));
-        let (target, pass) = r.lookup(7, 42).expect("a target");
-        assert_eq!(target.pid, 100);
+        let listed = Listed::new(target(100, &gate));
+        let scope = TargetScope::new(&slot, &listed);
+        let (found, pass) = r.lookup(7, 42).expect("a target");
+        assert_eq!(found.pid, 100);
         assert!(gate.busy());
         drop(pass);
         assert!(!gate.busy());
         assert!(gate.unsure(), "a cancel never sent may still be on its way");
         assert!(r.lookup(7, 43).is_none());
         assert!(r.lookup(8, 42).is_none());
-        slot.set(None);
+        drop(scope);
         assert!(r.lookup(7, 42).is_none());
+        // A connection still logging in cannot be found, nor one that has closed.
+        let unlisted = Listed::unlisted(target(101, &gate));
+        let scope = TargetScope::new(&slot, &unlisted);
+        assert!(r.lookup(7, 42).is_none());
+        drop(scope);
+        let scope = TargetScope::new(&slot, &listed);
+        drop(listed);
+        assert!(r.lookup(7, 42).is_none());
+        drop(scope);
         r.unregister(7);
         assert!(r.lookup(7, 42).is_none());
+    }
+
+    /// Cancel requests racing a client that moves from connection to connection: once
+    /// the client's target is cleared, no further cancel enters that connection's gate.
+    #[test]
+    fn a_cleared_target_takes_no_more_cancels() {
+        let r = Arc::new(CancelRegistry::default());
+        let slot = r.register(9, 1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = std::thread::spawn({
+            let (r, stop) = (r.clone(), stop.clone());
+            move || {
+                // Kept until the end, so each gate counts every cancel that entered it.
+                let mut passes = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    if let Some((_, mut pass)) = r.lookup(9, 1) {
+                        pass.delivered = true;
+                        passes.push(pass);
+                    }
+                }
+                passes
+            }
+        });
+        let mut seen = Vec::new();
+        for pid in 0..20_000 {
+            let gate = Arc::new(CancelGate::default());
+            let listed = Listed::new(target(pid, &gate));
+            let scope = TargetScope::new(&slot, &listed);
+            // Half the rounds clear once a cancel found the target; the others at
+            // varied moments, some while a cancel is reading the slot.
+            if pid % 2 == 0 {
+                let give_up = std::time::Instant::now() + Duration::from_millis(100);
+                while !gate.busy() && std::time::Instant::now() < give_up {
+                    std::hint::spin_loop();
+                }
+            } else {
+                for _ in 0..pid % 97 {
+                    std::hint::spin_loop();
+                }
+            }
+            drop(scope);
+            let at_clear = gate.in_flight.load(Ordering::SeqCst);
+            seen.push((gate, at_clear));
+        }
+        stop.store(true, Ordering::SeqCst);
+        let passes = reader.join().expect("reader");
+        let mut total = 0;
+        for (gate, at_clear) in &seen {
+            let now = gate.in_flight.load(Ordering::SeqCst);
+            assert_eq!(now, *at_clear, "a cancel entered a cleared target's gate");
+            total += now;
+        }
+        assert_eq!(total, passes.len());
+        assert!(
+            total > 100,
+            "the cancels raced the client only {total} times"
+        );
     }
 }

@@ -172,7 +172,7 @@ pub async fn report_changes(
 /// Cancel requests with the client's key reach this server connection until the
 /// returned scope is dropped (before the connection is).
 pub fn set_cancel_target<'a>(cancel: &'a CancelSlot, server: &PooledConn) -> TargetScope<'a> {
-    TargetScope::new(cancel, server.cancel_target.clone())
+    TargetScope::new(cancel, &server.cancel_target)
 }
 
 /// How a pump end reads as the session's result.
@@ -198,7 +198,7 @@ pub fn pump_end(end: PumpEnd, server: &PooledConn) -> Result<PumpEnd, ClientErro
         )),
         PumpEnd::QueryTimeout => {
             // The query goes on running on the server unless it is cancelled.
-            let target = server.cancel_target.clone();
+            let target = server.cancel_target.target().clone();
             let pass = target.gate.enter();
             tokio::spawn(async move { crate::cancel::send_cancel(&target, pass).await });
             Err(fatal(

@@ -5,8 +5,6 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::OwnedSemaphorePermit;
-
 use super::{Pool, ServerConn};
 
 /// What the connection needs when the client lets it go.
@@ -26,17 +24,15 @@ pub enum Release {
 #[derive(Debug)]
 pub struct PooledConn {
     conn: Option<Box<ServerConn>>,
-    pool: Arc<Pool>,
-    slot: Option<OwnedSemaphorePermit>,
+    slot: Option<Slot>,
     /// Set by the session before dropping the guard; `Close` unless it says otherwise.
     pub release: Release,
 }
 
 impl PooledConn {
-    pub(super) fn new(conn: Box<ServerConn>, pool: Arc<Pool>, slot: OwnedSemaphorePermit) -> Self {
+    pub(super) fn new(conn: Box<ServerConn>, slot: Slot) -> Self {
         PooledConn {
             conn: Some(conn),
-            pool,
             slot: Some(slot),
             release: Release::Close,
         }
@@ -44,7 +40,30 @@ impl PooledConn {
 
     /// The pool this connection belongs to.
     pub fn pool(&self) -> &Arc<Pool> {
-        &self.pool
+        &self
+            .slot
+            .as_ref()
+            .expect("a PooledConn holds its slot until dropped")
+            .0
+    }
+
+    /// The pool and the connection at once (the connection mutable).
+    pub fn with_pool(&mut self) -> (&Arc<Pool>, &mut ServerConn) {
+        let (Some(conn), Some(slot)) = (self.conn.as_mut(), self.slot.as_ref()) else {
+            unreachable!("a PooledConn holds its connection and slot until dropped");
+        };
+        (&slot.0, conn)
+    }
+}
+
+/// One of a pool's `default_pool_size` slots, taken by a checkout: given back to the
+/// pool when dropped. It holds the pool, so a slot costs no other reference count.
+#[derive(Debug)]
+pub(super) struct Slot(pub(super) Arc<Pool>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.slots.give();
     }
 }
 
@@ -72,38 +91,33 @@ impl Drop for PooledConn {
         };
         let cancels_done = !conn.cancel_gate.busy() && !conn.cancel_gate.unsure();
         let now = Instant::now();
+        let pool = &slot.0;
         if self.release == Release::Reuse
             && cancels_done
-            && self.pool.still_good(&conn, &self.pool.config(), now)
+            && pool.still_good(&conn, &pool.config(), now)
         {
-            self.pool.put_idle(conn, now);
+            pool.put_idle(conn, now);
             drop(slot);
             return;
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        rt.spawn(give_back(self.pool.clone(), conn, slot, self.release));
+        rt.spawn(give_back(conn, slot, self.release));
     }
 }
 
-/// Resets `conn` as `release` says and returns it to `pool`, then frees the slot.
-async fn give_back(
-    pool: Arc<Pool>,
-    mut conn: Box<ServerConn>,
-    slot: OwnedSemaphorePermit,
-    release: Release,
-) {
+/// Resets `conn` as `release` says and returns it to its pool, then frees the slot.
+async fn give_back(mut conn: Box<ServerConn>, slot: Slot, release: Release) {
+    let pool = &slot.0;
     // A cancel on its way must land before anyone else's query can run here.
     let settled = conn.cancel_gate.settle().await;
     let reusable = match release {
         _ if !settled => false,
         Release::Close => false,
         Release::Reuse => true,
-        Release::Rollback => {
-            run(&pool, &mut conn, "ROLLBACK").await && reset(&pool, &mut conn).await
-        }
-        Release::Clean => reset(&pool, &mut conn).await,
+        Release::Rollback => run(pool, &mut conn, "ROLLBACK").await && reset(pool, &mut conn).await,
+        Release::Clean => reset(pool, &mut conn).await,
     };
     let now = Instant::now();
     if reusable && pool.still_good(&conn, &pool.config(), now) {

@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, Guard};
-use tokio::sync::OwnedSemaphorePermit;
 
 pub use guard::{PooledConn, Release};
 pub use prepared::PreparedSet;
@@ -24,7 +23,7 @@ pub use server::{record_parameter, Credentials, ServerConn, ServerError};
 pub use spellings::Spellings;
 pub use stats::{PoolStats, StatsSnapshot, WAIT_BUCKETS};
 
-use crate::capacity::Capacity;
+use crate::capacity::{Capacity, Permit};
 use crate::cluster::Node;
 use crate::config;
 
@@ -61,7 +60,7 @@ pub enum CheckoutError {
 #[derive(Debug)]
 pub struct OpenGuard {
     open: Arc<AtomicUsize>,
-    _db_slot: Option<OwnedSemaphorePermit>,
+    _db_slot: Option<Permit>,
 }
 
 impl Drop for OpenGuard {
@@ -152,16 +151,19 @@ impl Pool {
         started: Instant,
         deadline: tokio::time::Instant,
     ) -> Result<PooledConn, CheckoutError> {
-        let (slot, mut waited) = match self.slots.try_acquire() {
-            Some(slot) => (slot, false),
-            None => {
-                // Counted only on this slow path, for SHOW POOLS' cl_waiting.
-                self.waiting.fetch_add(1, Ordering::Relaxed);
-                let waited = self.slots.acquire_until(deadline).await;
-                self.waiting.fetch_sub(1, Ordering::Relaxed);
-                (waited.ok_or(CheckoutError::Timeout)?, true)
+        let mut waited = false;
+        if !self.slots.try_take() {
+            // Counted only on this slow path, for SHOW POOLS' cl_waiting.
+            self.waiting.fetch_add(1, Ordering::Relaxed);
+            let taken = self.slots.take_until(deadline).await;
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            if !taken {
+                return Err(CheckoutError::Timeout);
             }
-        };
+            waited = true;
+        }
+        // From here the slot goes back to the pool however the checkout ends.
+        let slot = guard::Slot(self.clone());
         let config = self.config();
         let conn = loop {
             let candidate = self.idle.pop();
@@ -190,7 +192,7 @@ impl Pool {
             true => started.elapsed(),
             false => Duration::ZERO,
         });
-        Ok(PooledConn::new(conn, self.clone(), slot))
+        Ok(PooledConn::new(conn, slot))
     }
 
     /// Whether an idle connection may still be used at `now` under the pool's `config`.
@@ -433,7 +435,7 @@ async fn db_slot(
     set: &PoolSet,
     key: &PoolKey,
     deadline: tokio::time::Instant,
-) -> Result<OwnedSemaphorePermit, CheckoutError> {
+) -> Result<Permit, CheckoutError> {
     loop {
         if let Some(p) = limit.try_acquire() {
             return Ok(p);

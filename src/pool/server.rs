@@ -13,7 +13,7 @@ use crate::auth::{
     md5_response_for_server, Binding, ClientKeys, ScramClient, ScramCredential, Secret,
     SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
 };
-use crate::cancel::{CancelGate, CancelTarget};
+use crate::cancel::{CancelGate, CancelTarget, Listed};
 use crate::cluster::sockets::SocketEntry;
 use crate::cluster::Node;
 use crate::protocol::backend::{parse_error_fields, parse_parameter_status, ErrorFields};
@@ -77,9 +77,9 @@ pub struct ServerConn {
     pub prepared: super::PreparedSet,
     /// Cancel requests on their way to this connection.
     pub cancel_gate: Arc<CancelGate>,
-    /// Where a client's cancel request goes while it uses this connection (made once,
-    /// set in its cancel slot for each transaction).
-    pub cancel_target: Arc<CancelTarget>,
+    /// Where a client's cancel request goes while it uses this connection (made and
+    /// listed once, set in its cancel slot for each transaction).
+    pub cancel_target: Listed,
     /// The socket in its node's registry (see `cluster::sockets`).
     pub(super) socket: Option<SocketEntry>,
     /// The idle list of the thread whose event loop the socket is registered with
@@ -110,13 +110,11 @@ impl ServerConn {
         };
         let now = Instant::now();
         let gate = Arc::<CancelGate>::default();
-        let target = |pid, key| {
-            Arc::new(CancelTarget {
-                node: node.clone(),
-                pid,
-                key,
-                gate: gate.clone(),
-            })
+        let target = |pid, key| CancelTarget {
+            node: node.clone(),
+            pid,
+            key,
+            gate: gate.clone(),
         };
         let mut conn = ServerConn {
             stream,
@@ -131,13 +129,13 @@ impl ServerConn {
             applied: Vec::new(),
             prepared: super::PreparedSet::default(),
             cancel_gate: gate.clone(),
-            cancel_target: target(0, 0),
+            cancel_target: Listed::unlisted(target(0, 0)),
             socket: None,
             home: super::idle::here(),
             _open: open,
         };
         conn.login(database, cred, max_message).await?;
-        conn.cancel_target = target(conn.backend_pid, conn.backend_key);
+        conn.cancel_target = Listed::new(target(conn.backend_pid, conn.backend_key));
         Ok(conn)
     }
 

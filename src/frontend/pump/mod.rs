@@ -107,7 +107,7 @@ pub async fn pump(
     endpoint: &PoolStats,
 ) -> PumpResult {
     let max = client.max_message;
-    let pool = server.pool().clone();
+    let (pool, sc) = server.with_pool();
     let stats = [&pool.stats, endpoint];
     let track = Track::new(opts.query_timeout.is_some());
     let counts = Counts::default();
@@ -116,7 +116,6 @@ pub async fn pump(
     let expected = Expected::default();
     let untracked_set = AtomicBool::new(false);
     let params_seen = AtomicBool::new(false);
-    let sc = &mut **server;
     let (mut sr, mut sw) = sc.stream.split();
     let (sbuf, params) = (&mut sc.buf, &mut sc.params);
     let mut rewriter = statements.map(|(client, max_prepared)| Rewriter {
