@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rand::Rng;
 
-use crate::cluster::{ClusterState, EndpointState, Node};
+use crate::cluster::{ClusterState, EndpointState, Node, View};
 use crate::config::{self, Balance, Fallback, Role};
 
 /// Picks a node for a new session on `endpoint`, or `None` if no node fits now.
@@ -18,8 +18,25 @@ use crate::config::{self, Balance, Fallback, Role};
 /// A `replica` endpoint with `fallback = "primary"` takes the writer when no replica
 /// fits.
 pub fn pick(cluster: &ClusterState, endpoint: &EndpointState) -> Option<Arc<Node>> {
-    let config = endpoint.config();
-    let chosen = choose(cluster, endpoint, &config);
+    pick_in(cluster, endpoint, &endpoint.config(), &cluster.nodes())
+}
+
+/// `pick` with the endpoint's settings and the members as `view` has them.
+pub fn pick_in_view(
+    cluster: &ClusterState,
+    endpoint: &EndpointState,
+    view: &View,
+) -> Option<Arc<Node>> {
+    pick_in(cluster, endpoint, &view.endpoint, &view.nodes)
+}
+
+fn pick_in(
+    cluster: &ClusterState,
+    endpoint: &EndpointState,
+    config: &config::Endpoint,
+    nodes: &[Arc<Node>],
+) -> Option<Arc<Node>> {
+    let chosen = choose(cluster, endpoint, config, nodes);
     match (chosen, config.role, config.fallback) {
         (None, Role::Replica, Fallback::Primary) => cluster.writer(),
         (chosen, _, _) => chosen,
@@ -42,9 +59,9 @@ fn choose(
     cluster: &ClusterState,
     endpoint: &EndpointState,
     config: &config::Endpoint,
+    nodes: &[Arc<Node>],
 ) -> Option<Arc<Node>> {
     let role = config.role;
-    let nodes = cluster.nodes();
     let fitting = || nodes.iter().filter(move |n| cluster.fits(n, role));
     let chosen = match config.balance {
         Balance::Leastconn => {

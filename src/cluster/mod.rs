@@ -6,6 +6,7 @@ pub mod membership;
 mod node;
 mod reconfigure;
 pub mod sockets;
+mod view;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tokio::sync::{watch, Notify};
 pub use endpoint::{EndpointState, Phase, MAX_ENDPOINTS};
 pub use node::{Health, Node, NodeRole};
 pub use reconfigure::SourceSlot;
+pub use view::View;
 
 use crate::config::{self, Role};
 use crate::discovery::Member;
@@ -56,6 +58,9 @@ pub struct ClusterState {
     promotion_clock: AtomicU64,
     /// The highest timeline seen on a primary: only a primary on it may be the writer.
     writer_timeline: AtomicU64,
+    /// Moves on with every change of the settings, an endpoint's settings or the
+    /// member list (see [`View`]).
+    version: AtomicU64,
     /// The writer's WAL position at its last check, for replicas' lag in bytes.
     primary_lsn: AtomicU64,
 }
@@ -102,6 +107,7 @@ impl ClusterState {
             promotion_clock: AtomicU64::new(0),
             writer_timeline: AtomicU64::new(0),
             primary_lsn: AtomicU64::new(0),
+            version: AtomicU64::new(0),
         }
     }
 
@@ -307,6 +313,7 @@ impl ClusterState {
         self.draining_list().extend(removed.iter().cloned());
         if !added.is_empty() || !removed.is_empty() || !revived.is_empty() {
             self.members.store(Arc::new(next));
+            self.changed_view();
             self.changed.notify_waiters();
         }
         MemberChanges {

@@ -121,6 +121,7 @@ impl ClusterState {
         self.endpoints.store(Arc::new(next));
         self.pools.reconfigure(&config.pool);
         self.config.store(Arc::new(config.clone()));
+        self.changed_view();
         self.changed.notify_waiters();
         Ok(changes)
     }

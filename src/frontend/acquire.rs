@@ -4,7 +4,7 @@
 use tokio::time::timeout_at;
 
 use crate::balance;
-use crate::cluster::{health, ClusterState, EndpointState, SessionSlot};
+use crate::cluster::{health, ClusterState, EndpointState, SessionSlot, View};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,35 +18,39 @@ use super::error::ClientError;
 /// Picks a node that fits the endpoint and checks out a server connection to it,
 /// trying other nodes when one cannot be reached, until `query_wait_timeout`. While no
 /// node fits a `primary` endpoint (a failover), it waits up to `failover_timeout` for a
-/// writer instead.
+/// writer instead. The settings and members come from `view`, brought up to date
+/// by the caller (and here, after waiting for a change).
 pub async fn acquire(
     cluster: &ClusterState,
     endpoint: &EndpointState,
+    view: &mut View,
     database: &str,
     cred: &Credentials,
     max_message: usize,
     cache: &mut PoolCache,
 ) -> Result<(SessionSlot, PooledConn), ClientError> {
     let started = tokio::time::Instant::now();
-    let deadline = started + cluster.config().pool.query_wait_timeout;
+    let deadline = started + view.config.pool.query_wait_timeout;
     // Only needed (and read) once no node fits.
     let mut node_deadline = None;
     loop {
         // The common case registers for no wake-up: not paused, and a node fits.
         let picked = match cluster.paused() {
             true => None,
-            false => balance::pick(cluster, endpoint),
+            false => balance::pick_in_view(cluster, endpoint, view),
         };
         let Some(node) = picked else {
             let node_deadline =
                 *node_deadline.get_or_insert_with(|| started + node_wait(cluster, endpoint).0);
             wait_for_change(cluster, endpoint, deadline, node_deadline).await?;
+            view.refresh(cluster, endpoint);
             continue;
         };
         let slot = SessionSlot::new(node.clone(), endpoint.slot);
         let pool = cache.get(cluster, &node, database, cred, max_message);
+        let config = &view.config.pool;
         match pool
-            .checkout(&cluster.pools, started.into_std(), deadline)
+            .checkout(&cluster.pools, config, started.into_std(), deadline)
             .await
         {
             Ok(server) => return Ok((slot, server)),
@@ -61,7 +65,7 @@ pub async fn acquire(
                     health::mark_down(cluster, &node, &f.message);
                     continue;
                 }
-                cluster.pools.forget_if_unused(&pool);
+                cluster.pools.forget_if_unused(pool);
                 cache.forget(node.index);
                 return Err(ClientError::Server(f));
             }
@@ -173,16 +177,20 @@ impl PoolCache {
         database: &str,
         cred: &Credentials,
         max_message: usize,
-    ) -> Arc<Pool> {
-        if let Some(pool) = self.pools.iter().find(|p| p.key.node == node.index) {
-            return pool.clone();
-        }
-        // Pools of members removed from the cluster are not needed any more.
-        self.pools.retain(|p| !p.node.removed());
-        let config = &cluster.config().pool;
-        let pool = cluster.pools.get(node, database, cred, config, max_message);
-        self.pools.push(pool.clone());
-        pool
+    ) -> &Arc<Pool> {
+        let found = self.pools.iter().position(|p| p.key.node == node.index);
+        let at = match found {
+            Some(at) => at,
+            None => {
+                // Pools of members removed from the cluster are not needed any more.
+                self.pools.retain(|p| !p.node.removed());
+                let config = &cluster.config().pool;
+                let pool = cluster.pools.get(node, database, cred, config, max_message);
+                self.pools.push(pool);
+                self.pools.len() - 1
+            }
+        };
+        &self.pools[at]
     }
 
     fn forget(&mut self, node: usize) {

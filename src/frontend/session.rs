@@ -11,7 +11,7 @@ use tracing::info;
 
 use crate::cancel::{CancelSlot, TargetScope};
 use crate::clients::{ClientInfo, ClientState};
-use crate::cluster::{ClusterState, EndpointState, SessionSlot};
+use crate::cluster::{ClusterState, EndpointState, SessionSlot, View};
 use crate::config::{self, PoolMode, Role};
 use crate::pool::{Credentials, Params, PooledConn, Release};
 use crate::protocol::backend as msg;
@@ -97,7 +97,8 @@ async fn session_mode(
                 Next::Terminate => return Ok(PumpEnd::ClientTerminated),
                 Next::Closed => return Ok(PumpEnd::ClientClosed),
             }
-            checkout(cluster, endpoint, conn, client, &mut pools).await?
+            let view = &mut View::new(cluster, endpoint);
+            checkout(cluster, endpoint, view, conn, client, &mut pools).await?
         }
     };
     if client.log {
@@ -132,6 +133,7 @@ async fn session_mode(
 pub async fn checkout(
     cluster: &ClusterState,
     endpoint: &EndpointState,
+    view: &mut View,
     conn: &ClientConn,
     client: &Client<'_>,
     pools: &mut PoolCache,
@@ -139,7 +141,7 @@ pub async fn checkout(
     client.info.set(ClientState::Waiting, None);
     let database = &client.params.database;
     let (cred, max) = (client.cred, conn.max_message);
-    let (slot, server) = acquire(cluster, endpoint, database, cred, max, pools).await?;
+    let (slot, server) = acquire(cluster, endpoint, view, database, cred, max, pools).await?;
     client.info.set(ClientState::Active, Some(slot.node.index));
     Ok((slot, server))
 }
@@ -316,8 +318,9 @@ pub(super) async fn greet_from_pool(
         }
         None => {
             let max = conn.max_message;
+            let view = &mut View::new(cluster, endpoint);
             let (slot, mut server) =
-                acquire(cluster, endpoint, database, client.cred, max, pools).await?;
+                acquire(cluster, endpoint, view, database, client.cred, max, pools).await?;
             server.release = Release::Reuse;
             let params = server.params.clone();
             let baseline = server.pool().baseline_or(params);

@@ -5,7 +5,7 @@
 use tracing::warn;
 
 use crate::clients::ClientState;
-use crate::cluster::{ClusterState, EndpointState};
+use crate::cluster::{ClusterState, EndpointState, View};
 use crate::pool::{PooledConn, Release};
 use crate::protocol::backend as msg;
 use crate::protocol::sqlstate;
@@ -36,16 +36,22 @@ pub async fn run(
     let spellings = &cluster.pools.spellings;
     let mut warned = false;
     let mut statements = ClientStatements::default();
-    let max_prepared = cluster.config().pool.max_prepared_statements;
+    let mut view = View::new(cluster, endpoint);
+    let max_prepared = view.config.pool.max_prepared_statements;
     loop {
-        // Read each time: a reload changes the timeouts of running clients too.
-        let opts = options(&cluster.config().pool, true);
+        // Brought up to date each time: a reload changes the timeouts of running
+        // clients too. One atomic load when nothing changed.
+        view.refresh(cluster, endpoint);
+        let opts = options(&view.config.pool, true);
         match wait_for_client(conn, opts.client_idle_timeout).await? {
             Next::Message => {}
             Next::Terminate => return Ok(PumpEnd::ClientTerminated),
             Next::Closed => return Ok(PumpEnd::ClientClosed),
         }
-        let (_slot, mut server) = checkout(cluster, endpoint, conn, client, &mut pools).await?;
+        // Again: the client may have been idle across a reload or a membership change.
+        view.refresh(cluster, endpoint);
+        let (_slot, mut server) =
+            checkout(cluster, endpoint, &mut view, conn, client, &mut pools).await?;
         let synced = settings.sync_sql(&mut server);
         let resynced = synced.is_some();
         if let Some(sql) = synced {

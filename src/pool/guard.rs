@@ -25,15 +25,19 @@ pub enum Release {
 pub struct PooledConn {
     conn: Option<Box<ServerConn>>,
     slot: Option<Slot>,
+    /// When the connection reaches `server_lifetime` (`None`: beyond any clock), as the
+    /// settings were at checkout: read when it comes back, without loading them again.
+    expires: Option<Instant>,
     /// Set by the session before dropping the guard; `Close` unless it says otherwise.
     pub release: Release,
 }
 
 impl PooledConn {
-    pub(super) fn new(conn: Box<ServerConn>, slot: Slot) -> Self {
+    pub(super) fn new(conn: Box<ServerConn>, slot: Slot, expires: Option<Instant>) -> Self {
         PooledConn {
             conn: Some(conn),
             slot: Some(slot),
+            expires,
             release: Release::Close,
         }
     }
@@ -92,9 +96,11 @@ impl Drop for PooledConn {
         let cancels_done = !conn.cancel_gate.busy() && !conn.cancel_gate.unsure();
         let now = Instant::now();
         let pool = &slot.0;
+        let young = self.expires.is_none_or(|at| now < at);
         if self.release == Release::Reuse
             && cancels_done
-            && pool.still_good(&conn, &pool.config(), now)
+            && young
+            && conn.generation == pool.node.generation()
         {
             pool.put_idle(conn, now);
             drop(slot);

@@ -142,12 +142,14 @@ impl Pool {
         lock(&self.credentials).clone()
     }
 
-    /// Hands out a server connection, waiting until `deadline` for a free slot.
+    /// Hands out a server connection, waiting until `deadline` for a free slot, under
+    /// the cluster's `config` (the pool's settings as the caller last saw them).
     /// `started` is when the client began to wait (the clock is not read again when a
     /// slot and an idle connection are free at once).
     pub async fn checkout(
         self: &Arc<Self>,
         set: &PoolSet,
+        config: &config::Pool,
         started: Instant,
         deadline: tokio::time::Instant,
     ) -> Result<PooledConn, CheckoutError> {
@@ -164,14 +166,13 @@ impl Pool {
         }
         // From here the slot goes back to the pool however the checkout ends.
         let slot = guard::Slot(self.clone());
-        let config = self.config();
         let conn = loop {
             let candidate = self.idle.pop();
             let Some(mut conn) = candidate else {
                 waited = true;
                 break self.connect(set, deadline).await?;
             };
-            if !self.still_good(&conn, &config, started) || !conn.quiet() {
+            if !self.still_good(&conn, config, started) || !conn.quiet() {
                 tokio::spawn(conn.terminate());
                 continue;
             }
@@ -192,7 +193,8 @@ impl Pool {
             true => started.elapsed(),
             false => Duration::ZERO,
         });
-        Ok(PooledConn::new(conn, slot))
+        let expires = conn.created.checked_add(config.server_lifetime);
+        Ok(PooledConn::new(conn, slot, expires))
     }
 
     /// Whether an idle connection may still be used at `now` under the pool's `config`.
