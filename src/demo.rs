@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::harness::TestCluster;
 use crate::{config, Fleet};
@@ -69,6 +70,14 @@ pub const USERLIST: &str = "\"app\" \"app\"\n\"app_md5\" \"app_md5\"\n\"pgcheck\
 
 /// Runs the demo until Ctrl-C (or `--seconds`).
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let runtime = crate::runtime()?;
+    // Caught from here on, so that Ctrl-C or SIGTERM (`kill`, `timeout`) at any point
+    // stops the demo through the path below, which stops the servers it started,
+    // instead of killing it and leaving them behind.
+    let stops = {
+        let _in = runtime.enter();
+        Stops::new()?
+    };
     println!(
         "Starting a PostgreSQL primary and {} streaming replicas...",
         args.replicas
@@ -84,8 +93,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         config_text(&cluster.hosts(), args.reader, args.writer),
     )?;
     let loaded = config::load(&config_path)?;
-    let runtime = crate::runtime()?;
-    let result = runtime.block_on(serve(loaded, &cluster, &args, &config_path));
+    let result = runtime.block_on(serve(loaded, &cluster, &args, &config_path, stops));
     drop(runtime);
     println!("Stopping the demo cluster.");
     drop(cluster);
@@ -97,6 +105,7 @@ async fn serve(
     cluster: &TestCluster,
     args: &DemoArgs,
     config_path: &Path,
+    mut stops: Stops,
 ) -> anyhow::Result<()> {
     let fleet = Fleet::start(loaded)
         .await
@@ -120,17 +129,14 @@ async fn serve(
         r.port()
     );
     println!("\nPer node, every 2 s (Ctrl-C stops everything):");
-    // SIGTERM (`kill`, `timeout`) stops everything too: otherwise the servers the demo
-    // started would outlive it.
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let started = Instant::now();
     let mut last: HashMap<String, (u64, Instant)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = tokio::signal::ctrl_c() => break,
-            _ = term.recv() => break,
+            _ = stops.int.recv() => break,
+            _ = stops.term.recv() => break,
         }
         print!("{}", figures(&fleet, &mut last));
         if args.seconds > 0 && started.elapsed() >= Duration::from_secs(args.seconds) {
@@ -139,6 +145,22 @@ async fn serve(
     }
     fleet.stop();
     Ok(())
+}
+
+/// The signals that stop the demo: Ctrl-C (SIGINT) and SIGTERM.
+struct Stops {
+    int: Signal,
+    term: Signal,
+}
+
+impl Stops {
+    /// Catches both from now on (within a runtime's context).
+    fn new() -> std::io::Result<Stops> {
+        Ok(Stops {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
 }
 
 /// One block of lines: each node's role, health, lag, sessions per endpoint, server
