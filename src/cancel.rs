@@ -3,9 +3,9 @@
 //!
 //! The registry's lock is taken when a client connects or leaves and for each cancel
 //! request. Pointing a client at the server connection of its next transaction takes no
-//! lock: the client's slot holds the connection's id in an atomic (the connections'
-//! targets are listed by id once, when they log in), and clearing it waits only for
-//! the cancel requests reading it at that instant, if any.
+//! lock: the client's slot holds the connection's id in an atomic (each connection's
+//! target is listed by id once, when it logs in, in its cluster's [`Targets`]), and
+//! clearing it waits only for the cancel requests reading it at that instant, if any.
 //!
 //! A cancel that arrives while a client's transaction runs but reaches the server just
 //! after it ended must not stop the next client's query on that connection. PostgreSQL
@@ -104,9 +104,15 @@ impl Drop for GatePass {
     }
 }
 
-/// The targets of the server connections that are logged in, by id.
-static TARGETS: Mutex<BTreeMap<u64, Arc<CancelTarget>>> = Mutex::new(BTreeMap::new());
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// The cancel targets of one cluster's server connections that are logged in, by id.
+/// Each cluster's pools have one (`PoolSet::cancel_targets`); its clients' slots look
+/// their target up in it.
+#[derive(Debug, Default)]
+pub struct Targets {
+    listed: Mutex<BTreeMap<u64, Arc<CancelTarget>>>,
+    /// The last id given out; ids start at 1 (0 is "no target").
+    last_id: AtomicU64,
+}
 
 /// A server connection's cancel target, findable by its id while this lives.
 #[derive(Debug)]
@@ -114,21 +120,30 @@ pub struct Listed {
     /// 0: not listed (a connection still logging in).
     id: u64,
     target: Arc<CancelTarget>,
+    /// Where it is listed (none while not listed).
+    targets: Option<Arc<Targets>>,
 }
 
 impl Listed {
-    /// Lists `target` under a new id.
-    pub fn new(target: CancelTarget) -> Listed {
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    /// Lists `target` in `targets` under a new id.
+    pub fn new(targets: &Arc<Targets>, target: CancelTarget) -> Listed {
+        let id = targets.last_id.fetch_add(1, Ordering::Relaxed) + 1;
         let target = Arc::new(target);
-        lock(&TARGETS).insert(id, target.clone());
-        Listed { id, target }
+        lock(&targets.listed).insert(id, target.clone());
+        Listed {
+            id,
+            target,
+            targets: Some(targets.clone()),
+        }
     }
 
     /// A target no cancel request can find.
     pub fn unlisted(target: CancelTarget) -> Listed {
-        let target = Arc::new(target);
-        Listed { id: 0, target }
+        Listed {
+            id: 0,
+            target: Arc::new(target),
+            targets: None,
+        }
     }
 
     pub fn target(&self) -> &Arc<CancelTarget> {
@@ -138,8 +153,8 @@ impl Listed {
 
 impl Drop for Listed {
     fn drop(&mut self) {
-        if self.id != 0 {
-            lock(&TARGETS).remove(&self.id);
+        if let Some(targets) = &self.targets {
+            lock(&targets.listed).remove(&self.id);
         }
     }
 }
@@ -153,6 +168,8 @@ pub struct CancelSlot {
     target: AtomicU64,
     /// Cancel requests reading `target` at this instant.
     readers: AtomicUsize,
+    /// Where `target` is looked up: the client's cluster's.
+    targets: Arc<Targets>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -160,11 +177,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl CancelSlot {
-    fn new(key: u32) -> CancelSlot {
+    fn new(key: u32, targets: Arc<Targets>) -> CancelSlot {
         CancelSlot {
             key,
             target: AtomicU64::new(0),
             readers: AtomicUsize::new(0),
+            targets,
         }
     }
 
@@ -196,7 +214,7 @@ impl CancelSlot {
         let id = self.target.load(Ordering::SeqCst);
         let found = match id {
             0 => None,
-            id => lock(&TARGETS)
+            id => lock(&self.targets.listed)
                 .get(&id)
                 .map(|t| ((**t).clone(), t.gate.enter())),
         };
@@ -233,9 +251,10 @@ pub struct CancelRegistry {
 }
 
 impl CancelRegistry {
-    /// Registers a client under its pid with its key.
-    pub fn register(&self, pid: u32, key: u32) -> Arc<CancelSlot> {
-        let slot = Arc::new(CancelSlot::new(key));
+    /// Registers a client under its pid with its key; its targets are listed in
+    /// `targets` (its cluster's).
+    pub fn register(&self, pid: u32, key: u32, targets: Arc<Targets>) -> Arc<CancelSlot> {
+        let slot = Arc::new(CancelSlot::new(key, targets));
         lock(&self.clients).insert(pid, slot.clone());
         slot
     }
@@ -322,10 +341,11 @@ mod tests {
     #[test]
     fn lookup_needs_the_right_key_and_a_target() {
         let r = CancelRegistry::default();
-        let slot = r.register(7, 42);
+        let targets = Arc::new(Targets::default());
+        let slot = r.register(7, 42, targets.clone());
         assert!(r.lookup(7, 42).is_none());
         let gate = Arc::new(CancelGate::default());
-        let listed = Listed::new(target(100, &gate));
+        let listed = Listed::new(&targets, target(100, &gate));
         let scope = TargetScope::new(&slot, &listed);
         let (found, pass) = r.lookup(7, 42).expect("a target");
         assert_eq!(found.pid, 100);
@@ -355,7 +375,8 @@ mod tests {
     #[test]
     fn a_cleared_target_takes_no_more_cancels() {
         let r = Arc::new(CancelRegistry::default());
-        let slot = r.register(9, 1);
+        let targets = Arc::new(Targets::default());
+        let slot = r.register(9, 1, targets.clone());
         let stop = Arc::new(AtomicBool::new(false));
         let reader = std::thread::spawn({
             let (r, stop) = (r.clone(), stop.clone());
@@ -374,7 +395,7 @@ mod tests {
         let mut seen = Vec::new();
         for pid in 0..20_000 {
             let gate = Arc::new(CancelGate::default());
-            let listed = Listed::new(target(pid, &gate));
+            let listed = Listed::new(&targets, target(pid, &gate));
             let scope = TargetScope::new(&slot, &listed);
             // Half the rounds clear once a cancel found the target; the others at
             // varied moments, some while a cancel is reading the slot.

@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// The largest limit; larger sizes are cut to it.
-pub const MAX_PERMITS: usize = usize::MAX >> 3;
+const MAX_PERMITS: usize = usize::MAX >> 3;
 
 /// Set in `state` while someone waits in the queue; free permits count in steps of two.
 const WAITING: usize = 1;

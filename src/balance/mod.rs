@@ -17,26 +17,11 @@ use crate::config::{self, Balance, Fallback, Role};
 ///
 /// A `replica` endpoint with `fallback = "primary"` takes the writer when no replica
 /// fits.
-pub fn pick(cluster: &ClusterState, endpoint: &EndpointState) -> Option<Arc<Node>> {
-    pick_in(cluster, endpoint, &endpoint.config(), &cluster.nodes())
-}
-
-/// `pick` with the endpoint's settings and the members as `view` has them.
-pub fn pick_in_view(
-    cluster: &ClusterState,
-    endpoint: &EndpointState,
-    view: &View,
-) -> Option<Arc<Node>> {
-    pick_in(cluster, endpoint, &view.endpoint, &view.nodes)
-}
-
-fn pick_in(
-    cluster: &ClusterState,
-    endpoint: &EndpointState,
-    config: &config::Endpoint,
-    nodes: &[Arc<Node>],
-) -> Option<Arc<Node>> {
-    let chosen = choose(cluster, endpoint, config, nodes);
+///
+/// The endpoint's settings and the members are as the client's `view` has them.
+pub fn pick(cluster: &ClusterState, endpoint: &EndpointState, view: &View) -> Option<Arc<Node>> {
+    let config = &view.endpoint;
+    let chosen = choose(cluster, endpoint, config, &view.nodes);
     match (chosen, config.role, config.fallback) {
         (None, Role::Replica, Fallback::Primary) => cluster.writer(),
         (chosen, _, _) => chosen,
@@ -141,14 +126,19 @@ role = "any"
         c.endpoint(name).unwrap()
     }
 
+    /// `pick` with the cluster as it is now.
+    fn pick_now(c: &ClusterState, endpoint: &EndpointState) -> Option<Arc<Node>> {
+        pick(c, endpoint, &View::new(c, endpoint))
+    }
+
     #[test]
     fn available_moves_no_cursor() {
         let c = cluster("roundrobin");
         let reader = endpoint(&c, "reader");
-        let first = pick(&c, &reader).unwrap().index;
+        let first = pick_now(&c, &reader).unwrap().index;
         assert!(available(&c, &reader));
         assert!(available(&c, &reader));
-        assert_ne!(pick(&c, &reader).unwrap().index, first);
+        assert_ne!(pick_now(&c, &reader).unwrap().index, first);
         for n in 1..3 {
             c.nodes()[n].set_health(Health::Down);
         }
@@ -162,7 +152,7 @@ role = "any"
         let reader = endpoint(&c, "reader");
         let mut held = Vec::new();
         for _ in 0..10 {
-            let node = pick(&c, &reader).unwrap();
+            let node = pick_now(&c, &reader).unwrap();
             assert_eq!(node.role(), NodeRole::Replica);
             held.push(SessionSlot::new(node, reader.slot));
         }
@@ -174,7 +164,7 @@ role = "any"
             held.swap_remove(at);
         }
         for _ in 0..3 {
-            assert_eq!(pick(&c, &reader).map(|n| n.index), Some(1));
+            assert_eq!(pick_now(&c, &reader).map(|n| n.index), Some(1));
             held.push(SessionSlot::new(c.nodes()[1].clone(), reader.slot));
         }
     }
@@ -186,7 +176,9 @@ role = "any"
         let reader = endpoint(&c, "reader");
         let mut seen = HashMap::new();
         for _ in 0..300 {
-            *seen.entry(pick(&c, &reader).unwrap().index).or_insert(0) += 1;
+            *seen
+                .entry(pick_now(&c, &reader).unwrap().index)
+                .or_insert(0) += 1;
         }
         assert_eq!(seen, HashMap::from([(1, 150), (2, 150)]));
     }
@@ -199,7 +191,7 @@ role = "any"
             .map(|_| SessionSlot::new(c.nodes()[1].clone(), any.slot))
             .collect();
         for _ in 0..4 {
-            assert_eq!(pick(&c, &reader).map(|n| n.index), Some(2));
+            assert_eq!(pick_now(&c, &reader).map(|n| n.index), Some(2));
         }
     }
 
@@ -208,24 +200,27 @@ role = "any"
         let c = cluster("roundrobin");
         let (reader, writer) = (endpoint(&c, "reader"), endpoint(&c, "writer"));
         for _ in 0..6 {
-            assert_eq!(pick(&c, &writer).map(|n| n.index), Some(0));
-            assert_ne!(pick(&c, &reader).map(|n| n.index), Some(0));
+            assert_eq!(pick_now(&c, &writer).map(|n| n.index), Some(0));
+            assert_ne!(pick_now(&c, &reader).map(|n| n.index), Some(0));
         }
         c.nodes()[1].set_health(Health::Down);
-        assert_eq!(pick(&c, &reader).map(|n| n.index), Some(2));
+        assert_eq!(pick_now(&c, &reader).map(|n| n.index), Some(2));
         c.nodes()[2].set_lagging(true);
-        assert!(pick(&c, &reader).is_none(), "a replica past max_lag is out");
+        assert!(
+            pick_now(&c, &reader).is_none(),
+            "a replica past max_lag is out"
+        );
         // Node 2 is promoted while node 0 still runs out of recovery: the writer moves,
         // and does not go back to node 0 while node 2 is down.
         c.nodes()[2].set_role(NodeRole::Primary);
         c.nodes()[2].set_primary_since(c.next_promotion());
         c.observe_primary(&c.nodes()[2], 2);
-        assert_eq!(pick(&c, &writer).map(|n| n.index), Some(2));
+        assert_eq!(pick_now(&c, &writer).map(|n| n.index), Some(2));
         c.nodes()[2].set_health(Health::Down);
-        assert!(pick(&c, &writer).is_none());
+        assert!(pick_now(&c, &writer).is_none());
         let any = endpoint(&c, "any");
         assert!(
-            pick(&c, &any).is_none(),
+            pick_now(&c, &any).is_none(),
             "the fenced old primary takes no session"
         );
     }
@@ -237,7 +232,9 @@ role = "any"
             let reader = endpoint(&c, "reader");
             let mut seen = HashMap::new();
             for _ in 0..200 {
-                *seen.entry(pick(&c, &reader).unwrap().index).or_insert(0) += 1;
+                *seen
+                    .entry(pick_now(&c, &reader).unwrap().index)
+                    .or_insert(0) += 1;
             }
             assert_eq!(seen.len(), 2, "{balance}: {seen:?}");
             assert!(seen.values().all(|&n| n > 70), "{balance}: {seen:?}");

@@ -37,7 +37,7 @@ pub async fn acquire(
         // The common case registers for no wake-up: not paused, and a node fits.
         let picked = match cluster.paused() {
             true => None,
-            false => balance::pick_in_view(cluster, endpoint, view),
+            false => balance::pick(cluster, endpoint, view),
         };
         let Some(node) = picked else {
             let node_deadline =

@@ -138,7 +138,9 @@ async fn handle_client(
     span.record("user", params.user.as_str());
     span.record("db", params.database.as_str());
     let key: u32 = rand::random();
-    let cancel = state.cancels.register(id, key);
+    let cancel = state
+        .cancels
+        .register(id, key, cluster.pools.cancel_targets.clone());
     let application_name = params
         .settings
         .iter()

@@ -221,10 +221,9 @@ impl Pool {
         let cred = self.credentials();
         let generation = self.node.generation();
         let limit = config.server_connect_timeout;
-        let tls = set.server_tls();
         let connect = ServerConn::connect(
             &self.node,
-            &tls,
+            set,
             &self.key.database,
             &cred,
             self.max_message,
@@ -266,11 +265,14 @@ impl Pool {
 pub struct PoolSet {
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
     /// `max_db_connections` per (node, database), made on first use.
-    db_limits: Mutex<HashMap<(usize, String), Arc<Capacity>>>,
+    db_limits: Mutex<HashMap<(usize, String), Capacity>>,
     /// How the cluster's servers spell clients' startup values.
     pub spellings: Spellings,
     /// TLS towards the cluster's servers (`server_tls_*`), replaced on reload.
     server_tls: Arc<arc_swap::ArcSwap<crate::tls::ServerTls>>,
+    /// The cancel targets of the connections logged in, where the cluster's clients'
+    /// cancel requests find them.
+    pub cancel_targets: Arc<crate::cancel::Targets>,
 }
 
 impl PoolSet {
@@ -345,13 +347,13 @@ impl PoolSet {
     }
 
     /// The `max_db_connections` limit of `key`'s (node, database), if `max` sets one.
-    fn db_limit(&self, key: &PoolKey, max: usize) -> Option<Arc<Capacity>> {
+    fn db_limit(&self, key: &PoolKey, max: usize) -> Option<Capacity> {
         if max == 0 {
             return None;
         }
         let limit = lock(&self.db_limits)
             .entry((key.node, key.database.clone()))
-            .or_insert_with(|| Arc::new(Capacity::new(max)))
+            .or_insert_with(|| Capacity::new(max))
             .clone();
         Some(limit)
     }

@@ -18,7 +18,7 @@ use crate::cluster::sockets::SocketEntry;
 use crate::cluster::Node;
 use crate::protocol::backend::{parse_error_fields, parse_parameter_status, ErrorFields};
 use crate::protocol::frame::{body, next_message};
-use crate::tls::{connect_server, ServerTls, Stream, TlsError};
+use crate::tls::{connect_server, Stream, TlsError};
 
 /// What pgfleet logs into PostgreSQL with, for one user.
 #[derive(Debug, Clone)]
@@ -89,11 +89,11 @@ pub struct ServerConn {
 }
 
 impl ServerConn {
-    /// Connects to `node`, with TLS as `tls` says, and logs in to `database` as
-    /// `cred.user`.
+    /// Connects to `node`, with TLS as `set`'s settings say, logs in to `database` as
+    /// `cred.user`, and lists its cancel target in `set`'s.
     pub(super) async fn connect(
         node: &Arc<Node>,
-        tls: &ServerTls,
+        set: &super::PoolSet,
         database: &str,
         cred: &Credentials,
         max_message: usize,
@@ -103,7 +103,7 @@ impl ServerConn {
         let addr = node.addr.as_str();
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
-        let stream = match connect_server(tcp, addr, tls).await {
+        let stream = match connect_server(tcp, addr, &set.server_tls()).await {
             Ok(s) => s,
             Err(TlsError::Io(e)) => return Err(ServerError::Io(e)),
             Err(TlsError::Refused(why)) => return Err(ServerError::Tls(why)),
@@ -135,7 +135,10 @@ impl ServerConn {
             _open: open,
         };
         conn.login(database, cred, max_message).await?;
-        conn.cancel_target = Listed::new(target(conn.backend_pid, conn.backend_key));
+        conn.cancel_target = Listed::new(
+            &set.cancel_targets,
+            target(conn.backend_pid, conn.backend_key),
+        );
         Ok(conn)
     }
 
