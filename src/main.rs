@@ -7,6 +7,12 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use pgfleet::{config, demo, takeover};
 
+/// mimalloc rather than the system's allocator: a client's login allocates (its
+/// settings, its registry entry, its task), and glibc's malloc spent a quarter of a
+/// login's instructions on that (docs/performance.md, "Logins").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     version,
@@ -66,8 +72,12 @@ fn main() -> ExitCode {
 fn init_logs(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    use std::io::IsTerminal;
+    // Colours only on a terminal: a log file or journal gets plain text (and each
+    // client's span fields are formatted without escape codes, at every login).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Compact => builder.compact().init(),
