@@ -29,9 +29,24 @@ thread_local! {
 /// The most workers any `Workers` of this process has had.
 static MOST: AtomicUsize = AtomicUsize::new(0);
 
+/// How many per-thread lists a structure keeps when it keeps one per worker (idle
+/// server connections, waiters for a slot): one for threads that are not workers, and
+/// one per worker up to 15; workers beyond share them.
+pub const LISTS: usize = 16;
+
 /// The index of the worker running on this thread, if it is one.
 pub fn current() -> Option<usize> {
     INDEX.with(Cell::get)
+}
+
+/// This thread's list among `LISTS`: 0 off the workers, `1 + worker` on them.
+pub fn list() -> usize {
+    current().map_or(0, |i| 1 + i % (LISTS - 1))
+}
+
+/// How many of the `LISTS` can be in use in this process.
+pub fn lists_in_use() -> usize {
+    (1 + most()).min(LISTS)
 }
 
 /// The most worker threads started in this process (worker indices are below it).

@@ -5,18 +5,22 @@
 //! Taking and giving back a permit while nobody waits is one compare-and-swap on one
 //! word, with no lock: a pool's slot is taken and given back on every transaction.
 //! Those who wait queue in order (a lock around the queue, taken only while someone
-//! waits); a permit given back while anyone waits goes to the first of them, so a
-//! newcomer never overtakes the queue.
+//! waits); a permit given back while anyone waits goes to a waiter, so a newcomer never
+//! overtakes the queue. Which waiter: the first of the worker thread the permit comes
+//! back on, within a bound on overtaking across workers (`queue`).
 //!
 //! Growing adds permits. Shrinking removes the free permits at once and records the
 //! rest as debt, paid by the next permits given back.
 
-use std::collections::VecDeque;
+mod queue;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
+
+use crate::workers;
 
 /// The largest limit; larger sizes are cut to it.
 const MAX_PERMITS: usize = usize::MAX >> 3;
@@ -36,8 +40,8 @@ struct Inner {
     /// Free permits times two, plus `WAITING`. While `WAITING` is set there is no free
     /// permit: each one given back goes to the queue's first waiter.
     state: AtomicUsize,
-    /// Those waiting, in order. `WAITING` is set and cleared only under this lock.
-    queue: Mutex<VecDeque<oneshot::Sender<()>>>,
+    /// Those waiting. `WAITING` is set and cleared only under this lock.
+    queue: Mutex<queue::Queue>,
     size: AtomicUsize,
     /// Permits still to be removed from circulation after a shrink.
     debt: AtomicUsize,
@@ -60,7 +64,7 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.inner.give();
+        self.inner.give(workers::list());
     }
 }
 
@@ -74,7 +78,7 @@ impl Capacity {
         Capacity {
             inner: Arc::new(Inner {
                 state: AtomicUsize::new(size * ONE),
-                queue: Mutex::new(VecDeque::new()),
+                queue: Mutex::new(queue::Queue::default()),
                 size: AtomicUsize::new(size),
                 debt: AtomicUsize::new(0),
                 resizing: Mutex::new(()),
@@ -140,7 +144,14 @@ impl Capacity {
 
     /// Gives back a permit taken with `try_take` or `take_until`.
     pub fn give(&self) {
-        self.inner.give();
+        self.inner.give(workers::list());
+    }
+
+    /// Gives back a permit taken with `try_take` or `take_until`, to a waiter of worker
+    /// list `list` first (`workers::list`): the worker whose event loop the resource
+    /// that comes with the permit is registered with.
+    pub fn give_to(&self, list: usize) {
+        self.inner.give(list);
     }
 
     fn permit(&self) -> Permit {
@@ -162,7 +173,7 @@ impl Capacity {
             let cancelled = debt.min(grow);
             inner.debt.fetch_sub(cancelled, Ordering::AcqRel);
             for _ in cancelled..grow {
-                inner.add_one();
+                inner.add_one(workers::list());
             }
         } else if size < old {
             let shrink = old - size;
@@ -203,7 +214,7 @@ impl Drop for Turn<'_> {
         }
         self.rx.close();
         if self.rx.try_recv().is_ok() {
-            self.inner.give();
+            self.inner.give(workers::list());
         }
     }
 }
@@ -233,24 +244,26 @@ impl Inner {
             }
         }
         let (tx, rx) = oneshot::channel();
-        queue.push_back(tx);
+        queue.push(tx);
         Some(rx)
     }
 
-    /// Gives a permit back: pays debt, or goes to the first waiter, or becomes free.
-    fn give(&self) {
+    /// Gives a permit back: pays debt, or goes to a waiter (of `list` first), or becomes
+    /// free.
+    fn give(&self, list: usize) {
         let paid = self.debt.load(Ordering::Acquire) > 0
             && self
                 .debt
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
                 .is_ok();
         if !paid {
-            self.add_one();
+            self.add_one(list);
         }
     }
 
-    /// One more permit: to the first waiter still waiting, else free.
-    fn add_one(&self) {
+    /// One more permit: to the next waiter still waiting (`Queue::pop_for(list)`), else
+    /// free.
+    fn add_one(&self, list: usize) {
         let mut s = self.state.load(Ordering::Acquire);
         while s & WAITING == 0 {
             match self
@@ -264,7 +277,7 @@ impl Inner {
         loop {
             let first = {
                 let mut queue = lock(&self.queue);
-                let first = queue.pop_front();
+                let first = queue.pop_for(list);
                 if queue.is_empty() {
                     // The flag changes only under this lock; free permits may be
                     // counted concurrently once it is clear, so update, not store.
@@ -304,148 +317,4 @@ impl Inner {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::AtomicUsize;
-
-    fn soon(ms: u64) -> tokio::time::Instant {
-        tokio::time::Instant::now() + Duration::from_millis(ms)
-    }
-
-    #[test]
-    fn shrinking_below_the_permits_held_takes_effect_as_they_come_back() {
-        let c = Capacity::new(3);
-        let a = c.try_acquire().unwrap();
-        let b = c.try_acquire().unwrap();
-        c.resize(1);
-        assert_eq!(c.in_use(), 2);
-        assert!(c.try_acquire().is_none());
-        drop(a);
-        // The permit given back paid the debt: still none free.
-        assert!(c.try_acquire().is_none());
-        assert_eq!(c.in_use(), 1);
-        drop(b);
-        let only = c.try_acquire().unwrap();
-        assert!(c.try_acquire().is_none());
-        drop(only);
-        assert_eq!(c.in_use(), 0);
-    }
-
-    #[test]
-    fn growing_cancels_debt_first() {
-        let c = Capacity::new(2);
-        let a = c.try_acquire().unwrap();
-        let b = c.try_acquire().unwrap();
-        c.resize(0);
-        c.resize(3);
-        assert_eq!(c.size(), 3);
-        assert_eq!(c.in_use(), 2);
-        let third = c.try_acquire().unwrap();
-        assert!(c.try_acquire().is_none());
-        drop((a, b, third));
-        assert_eq!(c.in_use(), 0);
-        let all: Vec<_> = (0..3).map(|_| c.try_acquire().unwrap()).collect();
-        assert!(c.try_acquire().is_none());
-        drop(all);
-    }
-
-    #[tokio::test]
-    async fn a_permit_given_back_goes_to_the_first_waiter_not_to_a_newcomer() {
-        let c = Capacity::new(1);
-        let held = c.try_acquire().unwrap();
-        let (c1, c2) = (c.clone(), c.clone());
-        let first = tokio::spawn(async move { c1.acquire_until(soon(5_000)).await });
-        tokio::task::yield_now().await;
-        let second = tokio::spawn(async move { c2.acquire_until(soon(5_000)).await });
-        tokio::task::yield_now().await;
-        drop(held);
-        // The freed permit is the first waiter's: a newcomer finds none.
-        assert!(c.try_acquire().is_none());
-        let p1 = first.await.unwrap().expect("first waiter served");
-        assert!(!second.is_finished());
-        drop(p1);
-        let p2 = second.await.unwrap().expect("second waiter served");
-        assert_eq!(c.in_use(), 1);
-        drop(p2);
-        assert_eq!(c.in_use(), 0);
-        assert!(c.try_acquire().is_some());
-    }
-
-    #[tokio::test]
-    async fn a_waiter_that_times_out_leaves_the_queue_and_loses_no_permit() {
-        let c = Capacity::new(1);
-        let held = c.try_acquire().unwrap();
-        assert!(c.acquire_until(soon(20)).await.is_none());
-        // Its place in the queue is skipped: the permit given back becomes free.
-        drop(held);
-        assert_eq!(c.in_use(), 0);
-        let again = c.try_acquire().expect("free after the waiter left");
-        drop(again);
-        // Raw takes and gives count the same permits.
-        assert!(c.try_take());
-        assert!(!c.try_take());
-        assert!(!c.take_until(soon(10)).await);
-        c.give();
-        assert!(c.take_until(soon(10)).await);
-        c.give();
-        assert_eq!(c.in_use(), 0);
-    }
-
-    #[tokio::test]
-    async fn growing_serves_waiters() {
-        let c = Capacity::new(0);
-        let c1 = c.clone();
-        let waiter = tokio::spawn(async move { c1.acquire_until(soon(5_000)).await });
-        tokio::task::yield_now().await;
-        c.resize(1);
-        let p = waiter.await.unwrap().expect("served by the grown limit");
-        assert_eq!(c.in_use(), 1);
-        drop(p);
-        assert_eq!(c.in_use(), 0);
-    }
-
-    /// Threads taking, waiting and timing out at once never hold more permits than the
-    /// limit, and every permit is back at the end.
-    #[test]
-    fn permits_are_never_exceeded_nor_lost_under_contention() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .enable_time()
-            .build()
-            .unwrap();
-        let c = Capacity::new(3);
-        let held = Arc::new(AtomicUsize::new(0));
-        let most = Arc::new(AtomicUsize::new(0));
-        rt.block_on(async {
-            let mut tasks = Vec::new();
-            for t in 0..16 {
-                let (c, held, most) = (c.clone(), held.clone(), most.clone());
-                tasks.push(tokio::spawn(async move {
-                    for i in 0..2_000u64 {
-                        let permit = match (t + i) % 3 {
-                            0 => c.try_acquire(),
-                            1 => c.acquire_until(soon(1)).await,
-                            _ => c.acquire_until(soon(1_000)).await,
-                        };
-                        let Some(permit) = permit else { continue };
-                        let now = held.fetch_add(1, Ordering::SeqCst) + 1;
-                        most.fetch_max(now, Ordering::SeqCst);
-                        if i % 7 == 0 {
-                            tokio::task::yield_now().await;
-                        }
-                        held.fetch_sub(1, Ordering::SeqCst);
-                        drop(permit);
-                    }
-                }));
-            }
-            for t in tasks {
-                t.await.unwrap();
-            }
-        });
-        assert!(most.load(Ordering::SeqCst) <= 3);
-        assert_eq!(c.in_use(), 0);
-        let all: Vec<_> = (0..3).map(|_| c.try_acquire().unwrap()).collect();
-        assert!(c.try_acquire().is_none());
-        drop(all);
-    }
-}
+mod tests;

@@ -48,7 +48,7 @@ impl PooledConn {
             .slot
             .as_ref()
             .expect("a PooledConn holds its slot until dropped")
-            .0
+            .pool
     }
 
     /// The pool and the connection at once (the connection mutable).
@@ -56,18 +56,39 @@ impl PooledConn {
         let (Some(conn), Some(slot)) = (self.conn.as_mut(), self.slot.as_ref()) else {
             unreachable!("a PooledConn holds its connection and slot until dropped");
         };
-        (&slot.0, conn)
+        (&slot.pool, conn)
     }
 }
 
 /// One of a pool's `default_pool_size` slots, taken by a checkout: given back to the
 /// pool when dropped. It holds the pool, so a slot costs no other reference count.
 #[derive(Debug)]
-pub(super) struct Slot(pub(super) Arc<Pool>);
+pub(super) struct Slot {
+    pub(super) pool: Arc<Pool>,
+    /// The worker list (`workers::list`) whose waiters the slot goes to first: that
+    /// of the connection put back idle with it, else this thread's.
+    pub(super) to: Option<usize>,
+}
+
+impl Slot {
+    pub(super) fn new(pool: Arc<Pool>) -> Slot {
+        Slot { pool, to: None }
+    }
+
+    /// Puts `conn` back idle and gives the slot to a waiter of its home worker first:
+    /// that waiter takes this connection from its own worker's idle list.
+    fn put_back(mut self, conn: Box<ServerConn>, now: Instant) {
+        self.to = Some(conn.home);
+        self.pool.put_idle(conn, now);
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.slots.give();
+        match self.to {
+            Some(list) => self.pool.slots.give_to(list),
+            None => self.pool.slots.give(),
+        }
     }
 }
 
@@ -95,15 +116,14 @@ impl Drop for PooledConn {
         };
         let cancels_done = !conn.cancel_gate.busy() && !conn.cancel_gate.unsure();
         let now = Instant::now();
-        let pool = &slot.0;
+        let pool = &slot.pool;
         let young = self.expires.is_none_or(|at| now < at);
         if self.release == Release::Reuse
             && cancels_done
             && young
             && conn.generation == pool.node.generation()
         {
-            pool.put_idle(conn, now);
-            drop(slot);
+            slot.put_back(conn, now);
             return;
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
@@ -115,7 +135,7 @@ impl Drop for PooledConn {
 
 /// Resets `conn` as `release` says and returns it to its pool, then frees the slot.
 async fn give_back(mut conn: Box<ServerConn>, slot: Slot, release: Release) {
-    let pool = &slot.0;
+    let pool = &slot.pool;
     // A cancel on its way must land before anyone else's query can run here.
     let settled = conn.cancel_gate.settle().await;
     let reusable = match release {
@@ -127,8 +147,7 @@ async fn give_back(mut conn: Box<ServerConn>, slot: Slot, release: Release) {
     };
     let now = Instant::now();
     if reusable && pool.still_good(&conn, &pool.config(), now) {
-        pool.put_idle(conn, now);
-        drop(slot);
+        slot.put_back(conn, now);
     } else {
         drop(slot);
         conn.terminate().await;

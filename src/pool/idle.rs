@@ -14,19 +14,7 @@ use std::sync::Mutex;
 use super::{lock, Conns, ServerConn};
 use crate::workers;
 
-/// Lists per pool: one for threads that are not workers (index 0), and one per worker
-/// up to 15; workers beyond share them.
-const LISTS: usize = 16;
-
-/// The list of this thread.
-pub(super) fn here() -> usize {
-    workers::current().map_or(0, |i| 1 + i % (LISTS - 1))
-}
-
-/// How many lists can hold connections in this process.
-fn in_use() -> usize {
-    (1 + workers::most()).min(LISTS)
-}
+use workers::LISTS;
 
 /// The idle connections of one pool.
 #[derive(Debug, Default)]
@@ -38,11 +26,11 @@ impl Idle {
     /// The most recently used connection of this thread's list, else of another list
     /// (then moved to this thread's event loop when it can be).
     pub(super) fn pop(&self) -> Option<Box<ServerConn>> {
-        let own = here();
+        let own = workers::list();
         if let Some(conn) = lock(&self.lists[own]).pop() {
             return Some(conn);
         }
-        let (from, mut conn) = (0..in_use())
+        let (from, mut conn) = (0..workers::lists_in_use())
             .filter(|&i| i != own)
             .find_map(|i| lock(&self.lists[i]).pop().map(|c| (i, c)))?;
         // One opened outside the workers (the janitor's `min_pool_size`) joins this

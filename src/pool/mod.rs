@@ -165,7 +165,7 @@ impl Pool {
             waited = true;
         }
         // From here the slot goes back to the pool however the checkout ends.
-        let slot = guard::Slot(self.clone());
+        let slot = guard::Slot::new(self.clone());
         let conn = loop {
             let candidate = self.idle.pop();
             let Some(mut conn) = candidate else {

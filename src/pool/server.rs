@@ -131,7 +131,7 @@ impl ServerConn {
             cancel_gate: gate.clone(),
             cancel_target: Listed::unlisted(target(0, 0)),
             socket: None,
-            home: super::idle::here(),
+            home: crate::workers::list(),
             _open: open,
         };
         conn.login(database, cred, max_message).await?;
