@@ -70,9 +70,9 @@ fn main() -> ExitCode {
 }
 
 fn init_logs(format: LogFormat, default_level: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    use std::io::IsTerminal;
     // Colours only on a terminal: a log file or journal gets plain text (and each
     // client's span fields are formatted without escape codes, at every login).
     let builder = tracing_subscriber::fmt()

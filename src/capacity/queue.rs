@@ -21,12 +21,11 @@ use crate::workers::{self, LISTS};
 
 /// How many hand-offs to a later waiter of another worker the first waiter of a list
 /// lets pass before it is served first.
-pub(super) const MAX_PASSED: u32 = 4;
+const MAX_PASSED: u32 = 4;
 
 #[derive(Debug, Default)]
 pub(super) struct Queue {
     lists: [VecDeque<Waiter>; LISTS],
-    len: usize,
     /// The order of arrival of the next waiter.
     next: u64,
 }
@@ -41,12 +40,12 @@ struct Waiter {
 
 impl Queue {
     pub(super) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.lists.iter().all(VecDeque::is_empty)
     }
 
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.len
+        self.lists.iter().map(VecDeque::len).sum()
     }
 
     /// Adds a waiter of this thread's worker.
@@ -57,7 +56,6 @@ impl Queue {
     fn push_to(&mut self, list: usize, tx: oneshot::Sender<()>) {
         let arrived = self.next;
         self.next += 1;
-        self.len += 1;
         self.lists[list % LISTS].push_back(Waiter {
             tx,
             arrived,
@@ -94,9 +92,7 @@ impl Queue {
                 here
             }
         };
-        let waiter = self.lists[from].pop_front()?;
-        self.len -= 1;
-        Some(waiter.tx)
+        self.lists[from].pop_front().map(|w| w.tx)
     }
 }
 

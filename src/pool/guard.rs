@@ -67,7 +67,7 @@ pub(super) struct Slot {
     pub(super) pool: Arc<Pool>,
     /// The worker list (`workers::list`) whose waiters the slot goes to first: that
     /// of the connection put back idle with it, else this thread's.
-    pub(super) to: Option<usize>,
+    to: Option<usize>,
 }
 
 impl Slot {

@@ -12,9 +12,7 @@
 use std::sync::Mutex;
 
 use super::{lock, Conns, ServerConn};
-use crate::workers;
-
-use workers::LISTS;
+use crate::workers::{self, LISTS};
 
 /// The idle connections of one pool.
 #[derive(Debug, Default)]
