@@ -92,6 +92,22 @@ fn processes_under(dir: &Path) -> Vec<i32> {
     pids
 }
 
+/// The `/dev/shm/PostgreSQL.*` files that the processes `pids` (space-separated)
+/// have mapped.
+fn shm_mapped(pids: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for pid in pids.split_whitespace() {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+        for path in maps.lines().filter_map(|l| l.split_whitespace().nth(5)) {
+            let path = std::path::PathBuf::from(path);
+            if path.starts_with("/dev/shm") && !out.contains(&path) {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
 /// Asserts `TestCluster`'s drop left no process and no directory behind.
 fn assert_cleaned(dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -249,8 +265,16 @@ fn failover_kill_restart_and_rebuild() {
     .unwrap();
     c.wait_caught_up().unwrap();
 
-    // Kill and restart a replica.
+    // Kill and restart a replica: the dynamic shared memory its processes had
+    // mapped goes with it.
+    let pids = c
+        .psql(2, "select string_agg(pid::text, ' ') from pg_stat_activity")
+        .unwrap();
+    let segments = shm_mapped(&pids);
+    assert!(!segments.is_empty(), "node 2 maps no /dev/shm segment");
     c.kill(2).unwrap();
+    let left: Vec<_> = segments.iter().filter(|p| p.exists()).collect();
+    assert!(left.is_empty(), "segments left by the kill: {left:?}");
     assert!(refused(c.port(2)));
     assert!(c.psql(2, "select 1").is_err());
     assert!(c.kill(2).is_err(), "not running");

@@ -167,7 +167,8 @@ pub(super) fn promote(bins: &PgBins, runner: &Runner, node: &Node) -> Result<()>
 
 /// SIGKILLs the postmaster and all its descendants (stopping the postmaster
 /// first so it cannot fork new children meanwhile), then waits until they are
-/// gone and the port refuses connections.
+/// gone, removes the shared memory segments they had mapped (a killed
+/// postmaster cannot), and waits until the port refuses connections.
 pub(super) fn kill(node: &Node) -> Result<()> {
     let Some(pm) = node.postmaster() else {
         bail!("node {} is not running", node.index);
@@ -180,12 +181,13 @@ pub(super) fn kill(node: &Node) -> Result<()> {
     );
     process::signal(pm, libc::SIGSTOP)?;
     let mut pids = process::descendants(pm);
-    process::signal_all(&pids, libc::SIGKILL);
-    process::signal(pm, libc::SIGKILL)?;
     pids.push(pm);
+    let segments = process::shm_segments(&pids);
+    process::signal_all(&pids, libc::SIGKILL);
     if !process::wait_gone(&pids, Duration::from_secs(10)) {
         bail!("node {}: processes {pids:?} survived SIGKILL", node.index);
     }
+    process::remove_shm_segments(&segments);
     wait_port_refuses(node.port, Duration::from_secs(10))
 }
 

@@ -5,7 +5,7 @@
 //! the postmaster named in the node's `postmaster.pid` and its descendants.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -183,5 +183,42 @@ fn remove_orphan_shm(key: libc::key_t, shmid: libc::c_int) {
         // SAFETY: IPC_RMID ignores the buffer argument.
         unsafe { libc::shmctl(shmid, libc::IPC_RMID, std::ptr::null_mut()) };
         tracing::debug!(shmid, "removed orphaned shared memory segment");
+    }
+}
+
+/// The POSIX shared memory segments (PostgreSQL's dynamic shared memory,
+/// `/dev/shm/PostgreSQL.*`) that any of `pids` has mapped. A postmaster that
+/// exits removes them; one killed with SIGKILL leaves them in `/dev/shm`, in
+/// memory, until someone unlinks them.
+pub(super) fn shm_segments(pids: &[i32]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for pid in pids {
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            continue;
+        };
+        // The path is the sixth field; an unlinked file ends in " (deleted)".
+        let paths = maps.lines().filter_map(|l| l.split_whitespace().nth(5));
+        for path in paths.filter(|p| p.starts_with("/dev/shm/PostgreSQL.")) {
+            let path = PathBuf::from(path);
+            if !out.contains(&path) {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// Unlinks the shared memory segments `paths` of a killed server.
+pub(super) fn remove_shm_segments(paths: &[PathBuf]) {
+    for path in paths {
+        match std::fs::remove_file(path) {
+            Ok(()) => {
+                tracing::debug!(path = %path.display(), "removed a killed server's shared memory segment")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a killed server's shared memory segment")
+            }
+        }
     }
 }
