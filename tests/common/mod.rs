@@ -321,6 +321,18 @@ pub fn pgbench_finish(child: std::process::Child) -> String {
     text
 }
 
+/// Transactions pgfleet has run on each node of `cluster` (in `nodes()` order) so far,
+/// over all its pools.
+pub fn routed(cluster: &ClusterState) -> Vec<u64> {
+    let pools = cluster.pools.all();
+    let nodes = cluster.nodes();
+    let on = |n: &std::sync::Arc<pgfleet::cluster::Node>| {
+        let mine = pools.iter().filter(|p| std::sync::Arc::ptr_eq(&p.node, n));
+        mine.map(|p| p.stats.snapshot().xacts).sum()
+    };
+    nodes.iter().map(on).collect()
+}
+
 /// Commits in database `app` on each node of `cluster` over the next `period`.
 pub async fn commits_during(cluster: &TestCluster, period: Duration) -> Vec<i64> {
     let commits = || -> Vec<i64> {
