@@ -25,9 +25,9 @@ async fn clients_on_three_workers_share_two_server_connections() {
     assert_eq!(s.fleet.state.workers.len(), 3);
     assert!(threads_named("pgfleet-worker-") >= 3);
     let reader = s.addr("reader");
-    // Twelve clients, accepted round-robin: four on each worker. With one server
-    // connection per replica, every worker's clients use connections another worker
-    // opened or last used.
+    // Twelve clients, spread by the kernel over the three workers. With one server
+    // connection per replica, a worker's clients use connections another worker
+    // opened.
     let mut tasks = Vec::new();
     for client in 0..12 {
         tasks.push(tokio::spawn(async move {
@@ -61,4 +61,28 @@ async fn clients_on_three_workers_share_two_server_connections() {
     );
     let open: usize = s.main().pools.all().iter().map(|p| p.open()).sum();
     assert!(open <= 2, "{open} server connections open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_connections_spread_evenly_over_the_workers() {
+    let pool = "pool_mode = \"transaction\"\ndefault_pool_size = 8";
+    let s = setup(1, "workers = 2", "", pool).await;
+    blocking(|| s.cluster.pgbench_init(1)).unwrap();
+    // Sixteen clients start at once: the worker that runs first opens most of the
+    // eight connections. Borrowing from the richer worker moves them until the two
+    // hold the same number.
+    let args = ["-S", "-c", "16", "-j", "2", "-T", "3"];
+    blocking(|| pgbench_finish(pgbench_spawn(s.addr("reader"), &args)));
+    let main = s.main();
+    let pools = main.pools.all();
+    let pool = pools
+        .iter()
+        .find(|p| p.open() > 0)
+        .expect("the replica's pool");
+    let per_worker = [pool.open_on_worker(0), pool.open_on_worker(1)];
+    assert_eq!(per_worker.iter().sum::<usize>(), pool.open());
+    assert!(
+        per_worker[0].abs_diff(per_worker[1]) <= 1,
+        "server connections per worker: {per_worker:?}"
+    );
 }

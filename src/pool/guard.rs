@@ -78,7 +78,7 @@ impl Slot {
     /// Puts `conn` back idle and gives the slot to a waiter of its home worker first:
     /// that waiter takes this connection from its own worker's idle list.
     fn put_back(mut self, conn: Box<ServerConn>, now: Instant) {
-        self.to = Some(conn.home);
+        self.to = Some(conn.open.home());
         self.pool.put_idle(conn, now);
     }
 }

@@ -3,14 +3,19 @@
 //! A connection is registered with the event loop of the thread that opened it (its
 //! `home`), and goes back to that thread's list. A client takes from its own worker's
 //! list first, so its transaction's wake-ups stay on one thread; only when that list is
-//! empty does it take one from another list, and uses it where it is registered (its
-//! wake-ups then cross threads) before it goes back to its home's list. Connections
-//! opened outside the workers move to the first worker that takes them (plain TCP; a
-//! TLS connection cannot move). Each list is a stack, as PgBouncer's, so that
-//! connections beyond the load stay unused and idle out.
+//! empty does it take one from another list. It then uses the connection where it is
+//! registered (its wake-ups cross threads), unless that home has at least two more of
+//! the pool's connections than the client's worker: then the connection moves to the
+//! client's event loop for good. So the connections spread evenly over the workers,
+//! as the kernel spreads the clients, whichever worker happened to open them (under a
+//! burst of new clients, one worker may open nearly all). Connections opened outside
+//! the workers move to the first worker that takes them. A TLS connection cannot move.
+//! Each list is a stack, as PgBouncer's, so that connections beyond the load stay
+//! unused and idle out.
 
 use std::sync::Mutex;
 
+use super::opens::Opens;
 use super::{lock, Conns, ServerConn};
 use crate::workers::{self, LISTS};
 
@@ -21,9 +26,11 @@ pub(super) struct Idle {
 }
 
 impl Idle {
-    /// The most recently used connection of this thread's list, else of another list
-    /// (then moved to this thread's event loop when it can be).
-    pub(super) fn pop(&self) -> Option<Box<ServerConn>> {
+    /// The most recently used connection of this thread's list, else of another list;
+    /// that one moves to this thread's event loop when its home has at least two
+    /// more of the pool's connections (`opens`) than this thread's, or is not a
+    /// worker's.
+    pub(super) fn pop(&self, opens: &Opens) -> Option<Box<ServerConn>> {
         let own = workers::list();
         if let Some(conn) = lock(&self.lists[own]).pop() {
             return Some(conn);
@@ -31,21 +38,22 @@ impl Idle {
         let (from, mut conn) = (0..workers::lists_in_use())
             .filter(|&i| i != own)
             .find_map(|i| lock(&self.lists[i]).pop().map(|c| (i, c)))?;
-        // One opened outside the workers (the janitor's `min_pool_size`) joins this
-        // worker for good. One of another worker stays registered there: when clients
-        // outnumber the connections, moving them back and forth cost more (two
-        // `epoll_ctl` per move, nearly every other transaction) than the wake-ups
-        // across threads they save. A failed move leaves the connection closed: the
-        // checkout finds it so and takes another.
-        if from == 0 && own != 0 && matches!(conn.stream.rehome(), Ok(true)) {
-            conn.home = own;
+        // Moving only from a richer home to a poorer one spreads the connections
+        // evenly over the workers (as the kernel spreads the clients) and never back
+        // and forth: when clients outnumber the connections, a move at every borrow
+        // cost more (two `epoll_ctl`) than the wake-ups across threads it saved. A
+        // failed move leaves the connection closed: the checkout finds it so and
+        // takes another.
+        let richer = from == 0 || opens.at(own) + 2 <= opens.at(from);
+        if own != 0 && richer && matches!(conn.stream.rehome(), Ok(true)) {
+            conn.open.move_to(own);
         }
         Some(conn)
     }
 
     /// Puts `conn` on top of its home's list.
     pub(super) fn push(&self, conn: Box<ServerConn>) {
-        lock(&self.lists[conn.home % LISTS]).push(conn);
+        lock(&self.lists[conn.open.home()]).push(conn);
     }
 
     /// How many connections are idle.

@@ -5,6 +5,7 @@ mod counter;
 mod guard;
 mod idle;
 pub mod janitor;
+mod opens;
 mod prepared;
 mod server;
 mod spellings;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use arc_swap::{ArcSwap, Guard};
 
 pub use guard::{PooledConn, Release};
+pub use opens::OpenGuard;
 pub use prepared::PreparedSet;
 pub use server::{record_parameter, Credentials, ServerConn, ServerError};
 pub use spellings::Spellings;
@@ -55,20 +57,6 @@ pub enum CheckoutError {
     Server(#[from] ServerError),
 }
 
-/// Decrements the pool's open count (and frees a `max_db_connections` slot) when a
-/// server connection is dropped.
-#[derive(Debug)]
-pub struct OpenGuard {
-    open: Arc<AtomicUsize>,
-    _db_slot: Option<Permit>,
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// The server connections of one (node, database, user).
 #[derive(Debug)]
 pub struct Pool {
@@ -80,7 +68,7 @@ pub struct Pool {
     idle: idle::Idle,
     /// `default_pool_size` permits: one per connection in use or being reset.
     slots: Capacity,
-    open: Arc<AtomicUsize>,
+    opens: Arc<opens::Opens>,
     credentials: Mutex<Credentials>,
     /// The ParameterStatus values of a fresh connection (before any client setting).
     baseline: Mutex<Option<Params>>,
@@ -96,7 +84,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Pool {
     /// Server connections open (idle, in use, or being reset).
     pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
+        self.opens.total()
+    }
+
+    /// Server connections registered with worker `worker`'s event loop (see
+    /// `workers`).
+    pub fn open_on_worker(&self, worker: usize) -> usize {
+        self.opens.at(1 + worker % (crate::workers::LISTS - 1))
     }
 
     /// Server connections idle in the pool.
@@ -167,7 +161,7 @@ impl Pool {
         // From here the slot goes back to the pool however the checkout ends.
         let slot = guard::Slot::new(self.clone());
         let conn = loop {
-            let candidate = self.idle.pop();
+            let candidate = self.idle.pop(&self.opens);
             let Some(mut conn) = candidate else {
                 waited = true;
                 break self.connect(set, deadline).await?;
@@ -213,11 +207,7 @@ impl Pool {
             None => None,
             Some(limit) => Some(db_slot(&limit, set, &self.key, deadline).await?),
         };
-        self.open.fetch_add(1, Ordering::Relaxed);
-        let open = OpenGuard {
-            open: self.open.clone(),
-            _db_slot: db_slot,
-        };
+        let open = OpenGuard::new(&self.opens, crate::workers::list(), db_slot);
         let cred = self.credentials();
         let generation = self.node.generation();
         let limit = config.server_connect_timeout;
@@ -324,7 +314,7 @@ impl PoolSet {
             max_message,
             idle: idle::Idle::default(),
             slots: Capacity::new(config.default_pool_size),
-            open: Arc::new(AtomicUsize::new(0)),
+            opens: Arc::default(),
             credentials: Mutex::new(cred.clone()),
             baseline: Mutex::new(None),
             waiting: AtomicUsize::new(0),

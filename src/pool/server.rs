@@ -82,10 +82,8 @@ pub struct ServerConn {
     pub cancel_target: Listed,
     /// The socket in its node's registry (see `cluster::sockets`).
     pub(super) socket: Option<SocketEntry>,
-    /// The idle list of the thread whose event loop the socket is registered with
-    /// (see `pool::idle`).
-    pub(super) home: usize,
-    pub(super) _open: super::OpenGuard,
+    /// Counts the connection in its pool; knows its home (see `pool::idle`).
+    pub(super) open: super::OpenGuard,
 }
 
 impl ServerConn {
@@ -131,8 +129,7 @@ impl ServerConn {
             cancel_gate: gate.clone(),
             cancel_target: Listed::unlisted(target(0, 0)),
             socket: None,
-            home: crate::workers::list(),
-            _open: open,
+            open,
         };
         conn.login(database, cred, max_message).await?;
         conn.cancel_target = Listed::new(
