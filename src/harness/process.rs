@@ -187,9 +187,11 @@ fn remove_orphan_shm(key: libc::key_t, shmid: libc::c_int) {
 }
 
 /// The POSIX shared memory segments (PostgreSQL's dynamic shared memory,
-/// `/dev/shm/PostgreSQL.*`) that any of `pids` has mapped. A postmaster that
-/// exits removes them; one killed with SIGKILL leaves them in `/dev/shm`, in
-/// memory, until someone unlinks them.
+/// `/dev/shm/PostgreSQL.*`) of the server whose processes are `pids`: those
+/// they have mapped, and those the control segment among them lists (a pinned
+/// segment, such as the statistics' 1 MiB area, may be mapped by no process at
+/// the time). A postmaster that exits removes them; one killed with SIGKILL
+/// leaves them in `/dev/shm`, in memory, until someone unlinks them.
 pub(super) fn shm_segments(pids: &[i32]) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
     for pid in pids {
@@ -205,7 +207,48 @@ pub(super) fn shm_segments(pids: &[i32]) -> Vec<PathBuf> {
             }
         }
     }
+    let listed: Vec<PathBuf> = out.iter().flat_map(|p| control_items(p)).collect();
+    for path in listed {
+        if !out.contains(&path) {
+            out.push(path);
+        }
+    }
     out
+}
+
+/// `DSM_CONTROL_MAGIC` of PostgreSQL's `dsm.c`.
+const DSM_CONTROL_MAGIC: u32 = 0x9a50_3d32;
+/// `dsm_control_header` before its items: magic, nitems, maxitems, padding.
+const DSM_HEADER: usize = 16;
+/// One `dsm_control_item` on a 64-bit server (PostgreSQL 14 and later): handle,
+/// refcnt, first_page, npages, impl_private_pm_handle, pinned, padding.
+const DSM_ITEM: usize = 40;
+
+/// The segments listed in use by `path` if it is a dynamic shared memory control
+/// segment of the layout above; none if it is another segment or another layout.
+fn control_items(path: &Path) -> Vec<PathBuf> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    let word = |at: usize| -> Option<u32> {
+        let b = bytes.get(at..at + 4)?;
+        Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let (Some(DSM_CONTROL_MAGIC), Some(nitems), Some(maxitems)) = (word(0), word(4), word(8))
+    else {
+        return Vec::new();
+    };
+    let (nitems, maxitems) = (nitems as usize, maxitems as usize);
+    if bytes.len() != DSM_HEADER + DSM_ITEM * maxitems || nitems > maxitems {
+        return Vec::new();
+    }
+    (0..nitems)
+        .filter_map(|i| {
+            let at = DSM_HEADER + DSM_ITEM * i;
+            let (handle, refcnt) = (word(at)?, word(at + 4)?);
+            (refcnt > 0).then(|| PathBuf::from(format!("/dev/shm/PostgreSQL.{handle}")))
+        })
+        .collect()
 }
 
 /// Unlinks the shared memory segments `paths` of a killed server.
