@@ -41,7 +41,12 @@ pub fn current() -> Option<usize> {
 
 /// This thread's list among `LISTS`: 0 off the workers, `1 + worker` on them.
 pub fn list() -> usize {
-    current().map_or(0, |i| 1 + i % (LISTS - 1))
+    current().map_or(0, list_of)
+}
+
+/// Worker `worker`'s list among `LISTS`.
+pub fn list_of(worker: usize) -> usize {
+    1 + worker % (LISTS - 1)
 }
 
 /// How many of the `LISTS` can be in use in this process.

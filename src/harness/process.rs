@@ -200,19 +200,18 @@ pub(super) fn shm_segments(pids: &[i32]) -> Vec<PathBuf> {
         };
         // The path is the sixth field; an unlinked file ends in " (deleted)".
         let paths = maps.lines().filter_map(|l| l.split_whitespace().nth(5));
-        for path in paths.filter(|p| p.starts_with("/dev/shm/PostgreSQL.")) {
-            let path = PathBuf::from(path);
-            if !out.contains(&path) {
-                out.push(path);
-            }
-        }
+        out.extend(
+            paths
+                .filter(|p| p.starts_with("/dev/shm/PostgreSQL."))
+                .map(PathBuf::from),
+        );
     }
+    out.sort();
+    out.dedup();
     let listed: Vec<PathBuf> = out.iter().flat_map(|p| control_items(p)).collect();
-    for path in listed {
-        if !out.contains(&path) {
-            out.push(path);
-        }
-    }
+    out.extend(listed);
+    out.sort();
+    out.dedup();
     out
 }
 

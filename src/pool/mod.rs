@@ -90,7 +90,7 @@ impl Pool {
     /// Server connections registered with worker `worker`'s event loop (see
     /// `workers`).
     pub fn open_on_worker(&self, worker: usize) -> usize {
-        self.opens.at(1 + worker % (crate::workers::LISTS - 1))
+        self.opens.at(crate::workers::list_of(worker))
     }
 
     /// Server connections idle in the pool.

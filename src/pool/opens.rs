@@ -7,17 +7,17 @@ use std::sync::Arc;
 use crate::capacity::Permit;
 use crate::workers::LISTS;
 
-/// A pool's open connections, counted by their `OpenGuard`s.
+/// A pool's open connections per home, counted by their `OpenGuard`s.
 #[derive(Debug, Default)]
 pub(super) struct Opens {
-    total: AtomicUsize,
     by_home: [AtomicUsize; LISTS],
 }
 
 impl Opens {
-    /// Server connections open (idle, in use, or being reset).
+    /// Server connections open (idle, in use, or being reset): the sum over the
+    /// homes, read by the janitor and the statistics, never per transaction.
     pub(super) fn total(&self) -> usize {
-        self.total.load(Ordering::Relaxed)
+        self.by_home.iter().map(|n| n.load(Ordering::Relaxed)).sum()
     }
 
     /// Those of them at home on worker list `home`.
@@ -39,7 +39,6 @@ impl OpenGuard {
     /// Counts a connection about to be opened on worker list `home`.
     pub(super) fn new(opens: &Arc<Opens>, home: usize, db_slot: Option<Permit>) -> OpenGuard {
         let home = home % LISTS;
-        opens.total.fetch_add(1, Ordering::Relaxed);
         opens.by_home[home].fetch_add(1, Ordering::Relaxed);
         OpenGuard {
             opens: opens.clone(),
@@ -65,7 +64,6 @@ impl OpenGuard {
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.opens.by_home[self.home].fetch_sub(1, Ordering::Relaxed);
-        self.opens.total.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
