@@ -42,6 +42,11 @@ impl Ports {
 /// One variant of the configuration: clusters `s` (session mode) and `t`
 /// (transaction mode) over the same servers, with `hosts` members and pool size
 /// `size`; `extra` is appended as is.
+///
+/// The health checks wait up to 5 s for an answer: with twelve pgbench clients on two
+/// cores, the servers themselves sometimes take 1 to 4 s to answer a `select 1` on their
+/// Unix socket. Two such checks in a row would take the node down and close its idle
+/// server connections, as designed, which is not what the reload tests are about.
 fn config(cluster: &TestCluster, p: &Ports, hosts: &[usize], size: usize, extra: &str) -> String {
     let hosts: Vec<String> = hosts
         .iter()
@@ -62,7 +67,7 @@ fn config(cluster: &TestCluster, p: &Ports, hosts: &[usize], size: usize, extra:
 hosts = [{hosts}]
 health_user = "pgcheck"
 health_interval = "250ms"
-health_timeout = "1s"
+health_timeout = "5s"
 drain_timeout = "2s"
 
 [clusters.{name}.pool]
