@@ -31,7 +31,7 @@ def run_cell(env, target, workload, round_no, duration):
             idle = IdleClients(celldir, target.port, SCRAM_USER, workload.idle,
                                env.idle_login_timeout)
             open_idle(cell, idle, pids, workload.idle)
-        measure(env, cell, celldir, target.port, workload, pids, duration)
+        measure(env, cell, celldir, target.ports, workload, pids, duration)
         for p in running:
             if not p.alive():
                 cell["errors"].append(f"{p.name} exited during the run: {p.log_tail(2)}")
@@ -70,14 +70,14 @@ def close_idle(cell, idle):
                                   "disconnected during the run")
 
 
-def measure(env, cell, celldir, port, workload, pids, duration):
+def measure(env, cell, celldir, ports, workload, pids, duration):
     """pgbench, with the proxy's CPU sampled alongside; the numbers of its steady part."""
     seconds = duration + env.warmup + pgbench.connect_allowance(workload.clients,
                                                                 workload.extra)
     series = CpuSeries(pids).start()
     try:
         t0 = time.monotonic()
-        result = pgbench.run(env.bindir, celldir, port, workload.user, DATABASE,
+        result = pgbench.run(env.bindir, celldir, ports, workload.user, DATABASE,
                              workload.clients, env.threads, seconds, workload.extra)
         cell["wall_s"] = round(time.monotonic() - t0, 3)
     finally:

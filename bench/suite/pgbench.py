@@ -29,18 +29,38 @@ def connect_allowance(clients, extra):
     return 0 if "-C" in extra else math.ceil(clients * 0.005)
 
 
-def run(bindir, celldir, port, user, database, clients, threads, duration, extra,
+def split(total, parts):
+    """`total` as `parts` near-equal shares, the larger ones first."""
+    return [total // parts + (i < total % parts) for i in range(parts)]
+
+
+def run(bindir, celldir, ports, user, database, clients, threads, duration, extra,
         slack=90):
-    """Runs `pgbench -n -S -T duration` with extra options; returns pgbench's summary,
-    errors and the per-transaction log. The run is killed if it lasts slack seconds
-    longer than its duration."""
-    out_path = os.path.join(celldir, "pgbench.out")
-    argv = [os.path.join(bindir, "pgbench"), "-n", "-S", "-c", str(clients),
-            "-j", str(min(threads, clients)), "-T", str(duration), *extra,
-            "--log", "--log-prefix", os.path.join(celldir, "xact"),
-            "-h", "127.0.0.1", "-p", str(port), "-U", user, database]
-    proc = procs.spawn("pgbench", argv, out_path, stop_signal=signal.SIGINT,
-                       env=dict(os.environ, PGPASSWORD=user))
+    """Runs `pgbench -n -S -T duration` with extra options against `ports`: one pgbench
+    per port, all at once, the clients and threads shared out between them. Returns
+    the pgbench summary (tps and counts summed, the latency average weighted by
+    transactions), errors and the per-transaction logs of all of them. A run is killed
+    if it lasts slack seconds longer than its duration."""
+    runs = []
+    for i, (port, n, j) in enumerate(zip(ports, split(clients, len(ports)),
+                                         split(min(threads, clients), len(ports)))):
+        out_path = os.path.join(celldir, f"pgbench{i}.out")
+        argv = [os.path.join(bindir, "pgbench"), "-n", "-S", "-c", str(n),
+                "-j", str(max(1, j)), "-T", str(duration), *extra,
+                "--log", "--log-prefix", os.path.join(celldir, f"xact{i}"),
+                "-h", "127.0.0.1", "-p", str(port), "-U", user, database]
+        proc = procs.spawn("pgbench", argv, out_path, stop_signal=signal.SIGINT,
+                           env=dict(os.environ, PGPASSWORD=user))
+        runs.append((argv, out_path, proc))
+    results = [finish(argv, out_path, proc, duration, slack) for argv, out_path, proc in runs]
+    result = merge(results)
+    result["done_at"], result["latency_us"], result["first_done"] = transactions(
+        [os.path.join(celldir, f"xact{i}") for i in range(len(runs))], "-C" in extra)
+    return result
+
+
+def finish(argv, out_path, proc, duration, slack):
+    """Waits for one pgbench (stopping it past duration + slack); its summary and errors."""
     timed_out = False
     try:
         proc.popen.wait(duration + slack)
@@ -57,9 +77,28 @@ def run(bindir, celldir, port, user, database, clients, threads, duration, extra
     result["errors"] = errors(output, proc.popen.returncode, timed_out, duration + slack)
     if not result["errors"] and not result.get("pgbench_xacts"):
         result["errors"].append(f"no transaction completed in {duration} s")
-    result["done_at"], result["latency_us"], result["first_done"] = \
-        transactions(celldir, "-C" in extra)
     return result
+
+
+def merge(results):
+    """One summary for pgbench runs that ran side by side."""
+    if len(results) == 1:
+        return results[0]
+    merged = {"argv": " & ".join(r["argv"] for r in results),
+              "exit_code": next((r["exit_code"] for r in results if r["exit_code"]),
+                                results[0]["exit_code"]),
+              "errors": [e for r in results for e in r["errors"]]}
+    for key in ("pgbench_tps", "pgbench_xacts", "failed_xacts"):
+        if all(key in r for r in results):
+            merged[key] = sum(r[key] for r in results)
+    xacts = [r.get("pgbench_xacts", 0) for r in results]
+    if all("pgbench_latency_avg_ms" in r for r in results) and sum(xacts):
+        merged["pgbench_latency_avg_ms"] = round(sum(
+            r["pgbench_latency_avg_ms"] * x for r, x in zip(results, xacts)) / sum(xacts), 3)
+    if all("connection_ms" in r for r in results):
+        merged["connection_ms"] = round(
+            sum(r["connection_ms"] for r in results) / len(results), 3)
+    return merged
 
 
 def errors(output, exit_code, timed_out, limit):
@@ -77,10 +116,11 @@ def errors(output, exit_code, timed_out, limit):
     return found
 
 
-def transactions(celldir, with_connect):
-    """(completion times in s, latencies in us) from the per-transaction logs. A log
-    line is `client xact_no latency_us script epoch_s epoch_us`; a failed or skipped
-    transaction has a word instead of the latency and is left out.
+def transactions(prefixes, with_connect):
+    """(completion times in s, latencies in us) from the per-transaction logs of the
+    pgbench runs that wrote them with these log prefixes. A log line is `client
+    xact_no latency_us script epoch_s epoch_us`; a failed or skipped transaction has a
+    word instead of the latency and is left out.
 
     pgbench's logged latency leaves out the connection that -C opens for each
     transaction. With with_connect, a transaction's latency is instead the time since
@@ -93,25 +133,26 @@ def transactions(celldir, with_connect):
     in between."""
     done_at, latency_us = array("d"), array("q")
     last_done, first_done = {}, {}
-    for path in glob.glob(os.path.join(celldir, "xact.*")):
-        rows = []
-        with open(path) as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) > 5 and fields[2].isdigit():
-                    rows.append((int(fields[0]), int(fields[4]) + int(fields[5]) / 1e6,
-                                 int(fields[2])))
-        os.remove(path)  # large, and fully summarised by the caller
-        # One log per pgbench thread; a client's lines are in order within it.
-        for client, t, latency in rows:
-            first_done.setdefault(client, t)
-            if with_connect:
-                previous = last_done.get(client)
-                last_done[client] = t
-                if previous is None:
-                    continue
-                latency = round((t - previous) * 1e6)
-            done_at.append(t)
-            latency_us.append(latency)
+    for run, prefix in enumerate(prefixes):
+        for path in glob.glob(prefix + ".*"):
+            rows = []
+            with open(path) as f:
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 5 and fields[2].isdigit():
+                        rows.append(((run, int(fields[0])),
+                                     int(fields[4]) + int(fields[5]) / 1e6, int(fields[2])))
+            os.remove(path)  # large, and fully summarised by the caller
+            # One log per pgbench thread; a client's lines are in order within it.
+            for client, t, latency in rows:
+                first_done.setdefault(client, t)
+                if with_connect:
+                    previous = last_done.get(client)
+                    last_done[client] = t
+                    if previous is None:
+                        continue
+                    latency = round((t - previous) * 1e6)
+                done_at.append(t)
+                latency_us.append(latency)
     firsts = first_done.values()
     return done_at, latency_us, (min(firsts, default=None), max(firsts, default=None))

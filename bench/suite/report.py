@@ -51,6 +51,8 @@ def short(error, limit=70):
 
 def cell_rows(s, direct):
     """The five table lines of one (workload, target) summary."""
+    if not s["rounds"]:
+        return ["not run"] + ["—"] * 4
     if not s["clean_rounds"]:
         first = s["errors"][0]["error"] if s["errors"] else "no result"
         return [f"**error**: {short(first)}", "—", "—", "—", "—"]
@@ -119,6 +121,7 @@ def markdown(machine, settings, summary, targets, workloads):
                     parts.append(f"{name} {r:.2f}" if r is not None else f"{name} —")
                 cells.append(" · ".join(parts))
             lines.append(f"| {w.label} | " + " | ".join(cells) + " |")
+    lines += split_lines(summary, present, workloads)
     lines += idle_lines(summary, targets, workloads)
     errors = []
     for w in workloads:
@@ -132,6 +135,23 @@ def markdown(machine, settings, summary, targets, workloads):
     if errors:
         lines += ["", "Errors:", ""] + errors
     return "\n".join(lines) + "\n"
+
+
+def split_lines(summary, present, workloads):
+    """What the servers give when the load is spread over both replicas on this one
+    machine, against one replica: the baseline of the targets that balance."""
+    if "direct" not in present or "direct-both" not in present:
+        return []
+    lines = []
+    for w in workloads:
+        r = ratio(summary[w.name]["direct-both"], summary[w.name]["direct"], "tps")
+        if r is not None:
+            lines.append(f"| {w.label} | {r:.2f} |")
+    if not lines:
+        return []
+    return ["", "Both replicas against one, straight to the servers (tps, median of the "
+                "rounds' ratios):", "", "| workload | direct (both replicas) / direct "
+                "(replica1) |", "|---|---:|"] + lines
 
 
 def idle_lines(summary, targets, workloads):

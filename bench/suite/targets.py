@@ -25,6 +25,14 @@ class Target:
         self.dir = os.path.join(env.workdir, self.name)
         self.running = []
 
+    @property
+    def ports(self):
+        """Where pgbench connects: one pgbench per port, the clients shared out."""
+        return [self.port]
+
+    def supports(self, workload):
+        return True
+
     def prepare(self):
         os.makedirs(self.dir, exist_ok=True)
 
@@ -65,6 +73,26 @@ class Direct(Target):
     @property
     def port(self):
         return self.env.ports["replica1"]
+
+
+class DirectBoth(Target):
+    """Straight to both replicas: two pgbench runs side by side, half of the clients
+    each. Against `direct` it shows what spreading the load over two servers that share
+    this machine's cores costs the servers themselves, the baseline of every target
+    that balances over both replicas. Only the workloads with a steady set of clients:
+    a -C login or an idle connection costs a server a process wherever it goes."""
+    name, label = "direct-both", "direct (both replicas)"
+
+    @property
+    def port(self):
+        return self.env.ports["replica1"]
+
+    @property
+    def ports(self):
+        return [self.env.ports["replica1"], self.env.ports["replica2"]]
+
+    def supports(self, workload):
+        return not workload.idle and "-C" not in workload.extra
 
 
 class PgBouncer(Target):
@@ -231,6 +259,6 @@ class TokioForward(Target):
         return [proc]
 
 
-ALL = [Direct, PgBouncerSession, PgBouncerTxn, BlogSession, BlogTxn,
+ALL = [Direct, DirectBoth, PgBouncerSession, PgBouncerTxn, BlogSession, BlogTxn,
        PgfleetSession, PgfleetTxn, PgfleetTxnReplica1, TokioForward]
 BY_NAME = {t.name: t for t in ALL}
