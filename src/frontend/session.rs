@@ -77,13 +77,9 @@ async fn session_mode(
     // connection with its first message, so a connected client that sends nothing
     // holds none.
     let mut pools = PoolCache::default();
-    let greeted = greet_from_pool(cluster, endpoint, conn, client, &mut pools).await?;
-    let greeting: Vec<(String, String)> = greeted
-        .greeting()
-        .map(|(n, v)| (n.to_owned(), v.to_owned()))
-        .collect();
+    let mut greeted = greet_from_pool(cluster, endpoint, conn, client, &mut pools).await?;
     // The pool's first client keeps the connection its greeting came from.
-    let (slot, mut server) = match greeted.held {
+    let (slot, mut server) = match greeted.held.take() {
         Some(held) => {
             client
                 .info
@@ -106,7 +102,8 @@ async fn session_mode(
     }
     apply_settings(conn, &mut server, client.params).await?;
     // What this connection's values are where they differ from the greeting.
-    report_changes(conn, &greeting, &server.params).await?;
+    report_changes(conn, |name| greeted.told(name), &server.params).await?;
+    drop(greeted);
     let target = set_cancel_target(client.cancel, &server);
     loop {
         // Until the pump says otherwise the connection may be mid-query: if the session
@@ -120,7 +117,7 @@ async fn session_mode(
             // login, so set them again, and tell the client.
             let before = server.params.clone();
             apply_settings(conn, &mut server, client.params).await?;
-            report_changes(conn, &before, &server.params).await?;
+            report_changes(conn, lookup(&before), &server.params).await?;
             continue;
         }
         drop(target);
@@ -157,18 +154,28 @@ pub fn options(pool: &config::Pool, transaction: bool) -> PumpOptions {
     }
 }
 
-/// Sends the client ParameterStatus for each parameter not as it was in `before`.
-pub async fn report_changes(
+/// Sends the client ParameterStatus for each parameter of `now` whose value is not
+/// the one `told` gives for it: what the client was told last.
+pub async fn report_changes<'a>(
     conn: &mut ClientConn,
-    before: &[(String, String)],
+    told: impl Fn(&str) -> Option<&'a str>,
     now: &[(String, String)],
 ) -> Result<(), ClientError> {
     for (name, value) in now {
-        if !before.iter().any(|(n, v)| n == name && v == value) {
+        if told(name) != Some(value.as_str()) {
             msg::parameter_status(&mut conn.out, name, value);
         }
     }
     conn.flush().await
+}
+
+/// The value a parameter list has for `name`, for `report_changes`.
+pub fn lookup<'a>(list: &'a [(String, String)]) -> impl Fn(&str) -> Option<&'a str> + 'a {
+    move |name| {
+        list.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// Cancel requests with the client's key reach this server connection until the
@@ -288,6 +295,15 @@ pub(super) struct Greeted {
 }
 
 impl Greeted {
+    /// The value the client was greeted with for `name`, if any.
+    pub fn told(&self, name: &str) -> Option<&str> {
+        let fresh = self.baseline.iter().find(|(n, _)| n == name)?;
+        Some(match (name == "in_hot_standby", self.standby) {
+            (true, Some(v)) => v,
+            _ => self.settings.told(fresh),
+        })
+    }
+
     /// The parameters the client is told at login, as (name, value).
     pub fn greeting(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
         self.settings.greeting(&self.baseline).map(|(name, value)| {

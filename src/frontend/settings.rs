@@ -204,10 +204,16 @@ impl ClientSettings {
     ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
         baseline
             .iter()
-            .map(|(n, v)| match self.reported.iter().find(|(r, _)| r == n) {
-                Some((_, mine)) => (n.as_str(), mine.as_str()),
-                None => (n.as_str(), v.as_str()),
-            })
+            .map(|fresh| (fresh.0.as_str(), self.told(fresh)))
+    }
+
+    /// The value the client is greeted with for `fresh`, one of the baseline's
+    /// (name, value) pairs: its own where it has one.
+    pub fn told<'a>(&'a self, fresh: &'a (String, String)) -> &'a str {
+        match self.reported.iter().find(|(r, _)| *r == fresh.0) {
+            Some((_, mine)) => mine,
+            None => &fresh.1,
+        }
     }
 
     /// Takes the reported parameters from the server connection the client just used.
@@ -434,6 +440,18 @@ mod tests {
         assert_eq!(classify(""), None);
         assert!(looks_like_set("  SET x = 1; select 1"));
         assert!(!looks_like_set("select 'set '"));
+    }
+
+    #[test]
+    fn the_greeting_has_the_clients_startup_values_over_the_servers() {
+        let pair = |n: &str, v: &str| (n.to_owned(), v.to_owned());
+        let baseline = vec![pair("TimeZone", "UTC"), pair("application_name", "")];
+        let startup = vec![pair("application_name", "app")];
+        let s = ClientSettings::for_login(&baseline, &startup, &Default::default());
+        assert_eq!(s.told(&baseline[0]), "UTC");
+        assert_eq!(s.told(&baseline[1]), "app");
+        let greeting: Vec<_> = s.greeting(&baseline).collect();
+        assert_eq!(greeting, [("TimeZone", "UTC"), ("application_name", "app")]);
     }
 
     #[test]

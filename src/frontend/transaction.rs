@@ -16,8 +16,8 @@ use super::error::ClientError;
 use super::prepared::ClientStatements;
 use super::pump::{pump, PumpEnd};
 use super::session::{
-    checkout, greet_from_pool, options, pump_end, report_changes, run_on_server, set_cancel_target,
-    wait_for_client, Client, Next,
+    checkout, greet_from_pool, lookup, options, pump_end, report_changes, run_on_server,
+    set_cancel_target, wait_for_client, Client, Next,
 };
 use super::settings::{ClientSettings, SqlCommand};
 
@@ -158,7 +158,7 @@ async fn resync(
     run_on_server(conn, server, &sql).await?;
     server.release = Release::Reuse;
     server.applied = settings.unreported.clone();
-    report_changes(conn, &before, &server.params).await?;
+    report_changes(conn, lookup(&before), &server.params).await?;
     settings.snapshot(server);
     Ok(())
 }
