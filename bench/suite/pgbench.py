@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 from array import array
 
 from . import procs
@@ -42,6 +43,7 @@ def run(bindir, celldir, ports, user, database, clients, threads, duration, extr
     transactions), errors and the per-transaction logs of all of them. A run is killed
     if it lasts slack seconds longer than its duration."""
     runs = []
+    deadline = time.monotonic() + duration + slack
     for i, (port, n, j) in enumerate(zip(ports, split(clients, len(ports)),
                                          split(min(threads, clients), len(ports)))):
         out_path = os.path.join(celldir, f"pgbench{i}.out")
@@ -52,18 +54,21 @@ def run(bindir, celldir, ports, user, database, clients, threads, duration, extr
         proc = procs.spawn("pgbench", argv, out_path, stop_signal=signal.SIGINT,
                            env=dict(os.environ, PGPASSWORD=user))
         runs.append((argv, out_path, proc))
-    results = [finish(argv, out_path, proc, duration, slack) for argv, out_path, proc in runs]
+    results = [finish(argv, out_path, proc, duration, (deadline, duration + slack))
+               for argv, out_path, proc in runs]
     result = merge(results)
     result["done_at"], result["latency_us"], result["first_done"] = transactions(
         [os.path.join(celldir, f"xact{i}") for i in range(len(runs))], "-C" in extra)
     return result
 
 
-def finish(argv, out_path, proc, duration, slack):
-    """Waits for one pgbench (stopping it past duration + slack); its summary and errors."""
-    timed_out = False
+def finish(argv, out_path, proc, duration, stop_at):
+    """Waits for one pgbench; its summary and errors. `stop_at` is (a `time.monotonic()`
+    deadline shared by the runs side by side, the seconds it stands for): a pgbench still
+    running then is stopped."""
+    (deadline, limit), timed_out = stop_at, False
     try:
-        proc.popen.wait(duration + slack)
+        proc.popen.wait(max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         timed_out = True
     procs.stop(proc, timeout=10)
@@ -74,7 +79,7 @@ def finish(argv, out_path, proc, duration, slack):
         m = re.search(pattern, output, re.M)
         if m:
             result[key] = float(m.group(1)) if "." in m.group(1) else int(m.group(1))
-    result["errors"] = errors(output, proc.popen.returncode, timed_out, duration + slack)
+    result["errors"] = errors(output, proc.popen.returncode, timed_out, limit)
     if not result["errors"] and not result.get("pgbench_xacts"):
         result["errors"].append(f"no transaction completed in {duration} s")
     return result
