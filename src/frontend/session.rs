@@ -298,20 +298,22 @@ impl Greeted {
     /// The value the client was greeted with for `name`, if any.
     pub fn told(&self, name: &str) -> Option<&str> {
         let fresh = self.baseline.iter().find(|(n, _)| n == name)?;
-        Some(match (name == "in_hot_standby", self.standby) {
-            (true, Some(v)) => v,
-            _ => self.settings.told(fresh),
-        })
+        Some(self.value(fresh))
     }
 
     /// The parameters the client is told at login, as (name, value).
     pub fn greeting(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        self.settings.greeting(&self.baseline).map(|(name, value)| {
-            match (name == "in_hot_standby", self.standby) {
-                (true, Some(v)) => (name, v),
-                _ => (name, value),
-            }
-        })
+        self.baseline
+            .iter()
+            .map(|fresh| (fresh.0.as_str(), self.value(fresh)))
+    }
+
+    /// The client's value for `fresh`, one of the baseline's (name, value) pairs.
+    fn value<'a>(&'a self, fresh: &'a (String, String)) -> &'a str {
+        match (fresh.0 == "in_hot_standby", self.standby) {
+            (true, Some(v)) => v,
+            _ => self.settings.told(fresh),
+        }
     }
 }
 
