@@ -71,14 +71,16 @@ def close_idle(cell, idle):
 
 
 def measure(env, cell, celldir, ports, workload, pids, duration):
-    """pgbench, with the proxy's CPU sampled alongside; the numbers of its steady part."""
+    """pgbench, with the CPU of the proxy, of pgbench and of the whole machine sampled
+    alongside; the numbers of its steady part."""
     seconds = duration + env.warmup + pgbench.connect_allowance(workload.clients,
                                                                 workload.extra)
     series = CpuSeries(pids).start()
     try:
         t0 = time.monotonic()
         result = pgbench.run(env.bindir, celldir, ports, workload.user, DATABASE,
-                             workload.clients, env.threads, seconds, workload.extra)
+                             workload.clients, env.threads, seconds, workload.extra,
+                             started=series.client_started)
         cell["wall_s"] = round(time.monotonic() - t0, 3)
     finally:
         samples = series.stop()
@@ -94,7 +96,11 @@ def measure(env, cell, celldir, ports, workload, pids, duration):
     numbers = steady(done_at, latency_us, first_done, samples, env.warmup)
     if numbers:
         cell.update(numbers)
+        per_1k = 1000 / numbers["xacts"]
         if pids:
-            cell["cpu_s_per_1k_xacts"] = round(numbers["cpu_s"] / numbers["xacts"] * 1000, 5)
+            cell["cpu_s_per_1k_xacts"] = round(numbers["cpu_s"] * per_1k, 5)
+        cell["client_cpu_s_per_1k_xacts"] = round(numbers["client_cpu_s"] * per_1k, 5)
+        cell["machine_cpu_s_per_1k_xacts"] = round(numbers["machine_cpu_s"] * per_1k, 5)
+        cell["busy_cores"] = round(numbers["machine_cpu_s"] / numbers["window_s"], 3)
     elif not cell["errors"]:
         cell["errors"].append(f"no steady window: {len(done_at)} transactions in {seconds} s")

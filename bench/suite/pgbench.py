@@ -36,12 +36,13 @@ def split(total, parts):
 
 
 def run(bindir, celldir, ports, user, database, clients, threads, duration, extra,
-        slack=90):
+        started=lambda pid: None, slack=90):
     """Runs `pgbench -n -S -T duration` with extra options against `ports`: one pgbench
     per port, all at once, the clients and threads shared out between them. Returns
     the pgbench summary (tps and counts summed, the latency average weighted by
-    transactions), errors and the per-transaction logs of all of them. A run is killed
-    if it lasts slack seconds longer than its duration."""
+    transactions), errors and the per-transaction logs of all of them. `started` is
+    told each pgbench's pid. A run is killed if it lasts slack seconds longer than its
+    duration."""
     runs = []
     deadline = time.monotonic() + duration + slack
     for i, (port, n, j) in enumerate(zip(ports, split(clients, len(ports)),
@@ -53,6 +54,7 @@ def run(bindir, celldir, ports, user, database, clients, threads, duration, extr
                 "-h", "127.0.0.1", "-p", str(port), "-U", user, database]
         proc = procs.spawn("pgbench", argv, out_path, stop_signal=signal.SIGINT,
                            env=dict(os.environ, PGPASSWORD=user))
+        started(proc.pid)
         runs.append((argv, out_path, proc))
     results = [finish(argv, out_path, proc, duration, (deadline, duration + slack))
                for argv, out_path, proc in runs]

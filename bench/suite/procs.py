@@ -103,6 +103,17 @@ def cpu_seconds(pids):
     return sum(cpu_ticks(p) for p in pids) / CLK_TCK
 
 
+def machine_busy_seconds():
+    """CPU seconds all the machine's cores together have run anything since boot: the
+    first line of /proc/stat, user, nice, system, irq and softirq (guest time is
+    already in user and nice; idle, iowait and time stolen by a hypervisor are not
+    work done here)."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq = (
+            int(x) for x in f.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / CLK_TCK
+
+
 def status_kib(pid, field):
     """A kB field of /proc/PID/status (VmHWM: peak resident set, VmRSS: current)."""
     with open(f"/proc/{pid}/status") as f:

@@ -3,7 +3,8 @@
 import json
 import statistics
 
-METRICS = ("tps", "avg_ms", "p99_ms", "cpu_s_per_1k_xacts", "peak_rss_kib")
+METRICS = ("tps", "avg_ms", "p99_ms", "cpu_s_per_1k_xacts", "peak_rss_kib",
+           "client_cpu_s_per_1k_xacts", "machine_cpu_s_per_1k_xacts", "busy_cores")
 # Ratios: pgfleet in each pool mode against the same mode of each peer.
 COMPARISONS = [("pgfleet-session", "pgbouncer-session"), ("pgfleet-txn", "pgbouncer-txn"),
                ("pgfleet-session", "blog-session"), ("pgfleet-txn", "blog-txn"),
@@ -122,6 +123,7 @@ def markdown(machine, settings, summary, targets, workloads):
                 cells.append(" · ".join(parts))
             lines.append(f"| {w.label} | " + " | ".join(cells) + " |")
     lines += split_lines(summary, present, workloads)
+    lines += cpu_lines(summary, targets, workloads)
     lines += idle_lines(summary, targets, workloads)
     errors = []
     for w in workloads:
@@ -152,6 +154,48 @@ def split_lines(summary, present, workloads):
     return ["", "Both replicas against one, straight to the servers (tps, median of the "
                 "rounds' ratios):", "", "| workload | direct (both replicas) / direct "
                 "(replica1) |", "|---|---:|"] + lines
+
+
+def cpu_split(s):
+    """(proxy, pgbench, the rest, whole machine) in µs per transaction and the cores
+    busy, from the round whose whole-machine CPU per transaction is the median (the
+    lower one of an even count), so that the parts add up; None if no round has it."""
+    rounds = [r for r in s.get("by_round", {}).values()
+              if r.get("machine_cpu_s_per_1k_xacts") and "client_cpu_s_per_1k_xacts" in r]
+    if not rounds:
+        return None
+    total = statistics.median_low(r["machine_cpu_s_per_1k_xacts"] for r in rounds)
+    r = next(r for r in rounds if r["machine_cpu_s_per_1k_xacts"] == total)
+    proxy = r.get("cpu_s_per_1k_xacts", 0) * 1000
+    client = r["client_cpu_s_per_1k_xacts"] * 1000
+    return proxy, client, total * 1000 - proxy - client, total * 1000, r.get("busy_cores")
+
+
+def cpu_lines(summary, targets, workloads):
+    """Where the machine's CPU goes per transaction: the proxy, the clients, and the
+    rest (the servers, and whatever else ran on the machine meanwhile)."""
+    rows = []
+    for w in workloads:
+        cells = []
+        for t in targets:
+            split = cpu_split(summary[w.name][t.name])
+            if split is None:
+                cells.append("—")
+                continue
+            proxy, client, rest, total, busy = split
+            cells.append(("—" if t.proxy is None else f"{proxy:.0f}")
+                         + f" + {client:.0f} + {rest:.0f} = {total:.0f}"
+                         + (f" · {busy:.2f}" if busy is not None else ""))
+        if any(c != "—" for c in cells):
+            rows.append(f"| {w.label} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return ["", "Where the machine's CPU goes, µs per transaction: proxy + pgbench + the "
+                "rest (the servers, and anything else running) = the whole machine · "
+                "cores busy on average (the round with the median whole-machine "
+                "figure):", "",
+            "| workload | " + " | ".join(t.label for t in targets) + " |",
+            "|---|" + "---:|" * len(targets)] + rows
 
 
 def idle_lines(summary, targets, workloads):
