@@ -75,17 +75,13 @@ class Direct(Target):
         return self.env.ports["replica1"]
 
 
-class DirectBoth(Target):
+class DirectBoth(Direct):
     """Straight to both replicas: two pgbench runs side by side, half of the clients
     each. Against `direct` it shows what spreading the load over two servers that share
     this machine's cores costs the servers themselves, the baseline of every target
     that balances over both replicas. Only the workloads with a steady set of clients:
     a -C login or an idle connection costs a server a process wherever it goes."""
     name, label = "direct-both", "direct (both replicas)"
-
-    @property
-    def port(self):
-        return self.env.ports["replica1"]
 
     @property
     def ports(self):
