@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -46,6 +46,8 @@ pub struct ClientInfo {
     state: AtomicU8,
     /// `Node::index + 1` of the member it runs on; 0 for none.
     node: AtomicUsize,
+    /// Why it is pinned to its server connection (transaction mode), as a `PinSet`.
+    pins: AtomicU16,
     /// A duplicate of the client's socket descriptor, to end it from the console.
     socket: Option<OwnedFd>,
 }
@@ -57,6 +59,15 @@ impl ClientInfo {
             2 => ClientState::Active,
             _ => ClientState::Idle,
         }
+    }
+
+    /// Why the client is pinned to its server connection (empty: it is not).
+    pub fn pins(&self) -> crate::sql::PinSet {
+        crate::sql::PinSet::from_bits(self.pins.load(Ordering::Relaxed))
+    }
+
+    pub fn set_pins(&self, pins: crate::sql::PinSet) {
+        self.pins.store(pins.bits(), Ordering::Relaxed);
     }
 
     /// The member's `Node::index`, while the client holds a server connection.
@@ -127,6 +138,7 @@ impl ClientRegistry {
             connected_at: SystemTime::now(),
             state: AtomicU8::new(ClientState::Idle as u8),
             node: AtomicUsize::new(0),
+            pins: AtomicU16::new(0),
             socket: socket.and_then(|s| s.try_clone_to_owned().ok()),
         });
         lock(&self.clients).insert(c.id, info.clone());

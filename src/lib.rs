@@ -21,6 +21,7 @@ pub mod http;
 pub mod listen;
 pub mod pool;
 pub mod protocol;
+pub mod sql;
 pub mod state;
 pub mod stats;
 pub mod systemd;

@@ -1,5 +1,6 @@
 //! `SHOW CLIENTS`: every logged-in client, with PgBouncer's column names where they
-//! mean the same; `id` is what `KILL_CLIENT` takes.
+//! mean the same; `id` is what `KILL_CLIENT` takes; `pinned` says why a transaction-mode
+//! client keeps its server connection (`role,advisory_lock`...), empty when it does not.
 
 use super::{time_text, Table};
 use crate::state::State;
@@ -19,6 +20,7 @@ pub fn table(state: &State) -> Table {
         "member",
         "application_name",
         "tls",
+        "pinned",
     ]);
     for c in state.clients.all() {
         let member = c.node().and_then(|index| {
@@ -40,6 +42,7 @@ pub fn table(state: &State) -> Table {
             member.unwrap_or_default(),
             c.application_name.clone(),
             c.tls.clone(),
+            c.pins().names(),
         ]);
     }
     t

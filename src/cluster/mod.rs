@@ -11,6 +11,7 @@ mod view;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::sql::PinReason;
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use tokio::sync::{watch, Notify};
 
@@ -45,6 +46,9 @@ pub struct ClusterState {
     paused: std::sync::atomic::AtomicBool,
     /// ErrorResponses pgfleet sent this cluster's clients, by SQLSTATE.
     errors: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Clients pinned to their server connection, by `PinReason` (in `PinReason::ALL`
+    /// order).
+    pins: [std::sync::atomic::AtomicU64; PinReason::ALL.len()],
     endpoints: ArcSwap<Vec<Arc<EndpointState>>>,
     /// The session-counter slots the endpoints hold.
     slots: Arc<endpoint::Slots>,
@@ -98,6 +102,7 @@ impl ClusterState {
             draining: std::sync::Mutex::default(),
             paused: std::sync::atomic::AtomicBool::new(false),
             errors: std::sync::Mutex::default(),
+            pins: Default::default(),
             members: ArcSwap::from_pointee(nodes),
             endpoints: ArcSwap::from_pointee(endpoints),
             slots,
@@ -204,6 +209,19 @@ impl ClusterState {
     pub fn errors(&self) -> Vec<(String, u64)> {
         let errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
         errors.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
+
+    /// Counts a client pinned to its server connection for `reason`.
+    pub fn count_pin(&self, reason: PinReason) {
+        self.pins[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Clients pinned to their server connection so far, by reason.
+    pub fn pins(&self) -> Vec<(PinReason, u64)> {
+        PinReason::ALL
+            .iter()
+            .map(|r| (*r, self.pins[*r as usize].load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// Whether the admin console paused the cluster.

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 pub use auth_query::AuthQuery;
 pub use duration::format as format_duration;
 pub use schema::{
-    AuthType, Balance, Cluster, Config, Discovery, Endpoint, Fallback, General, Pool, PoolMode,
-    Role, DEFAULT_AUTH_QUERY,
+    AuthType, Balance, Cluster, Config, Discovery, Endpoint, Fallback, General, PinMode, Pool,
+    PoolMode, Role, DEFAULT_AUTH_QUERY,
 };
 pub use tls::{ClientTlsMode, ServerTls, ServerTlsMode};
 

@@ -314,6 +314,19 @@ pub enum PoolMode {
     Transaction,
 }
 
+/// What transaction mode does with a statement that leaves state in the session
+/// (`SET ROLE`, a session advisory lock, `LISTEN`, a temporary table...).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PinMode {
+    /// Keep the client on its server connection until it leaves (default); the
+    /// connection is reset with `server_reset_query` before another client gets it.
+    #[default]
+    Auto,
+    /// Refuse the statement with an error (SQLSTATE 0A000) that says why.
+    Error,
+}
+
 /// `[clusters.NAME.pool]`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -363,6 +376,9 @@ pub struct Pool {
     /// 57014; "0s" disables (default).
     #[serde(with = "duration")]
     pub query_timeout: Duration,
+    /// Transaction mode: `auto` (default) pins a client that creates session state to
+    /// its server connection until it leaves; `error` refuses such statements.
+    pub pin: PinMode,
 }
 
 impl Default for Pool {
@@ -383,6 +399,7 @@ impl Default for Pool {
             client_idle_timeout: Duration::ZERO,
             idle_transaction_timeout: Duration::ZERO,
             query_timeout: Duration::ZERO,
+            pin: PinMode::Auto,
         }
     }
 }

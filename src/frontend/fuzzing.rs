@@ -3,7 +3,6 @@
 //! without sockets, and checks what must hold whatever the bytes. Not part of pgfleet's
 //! interface.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::OnceLock;
 
 use bytes::BytesMut;
@@ -16,14 +15,15 @@ use crate::protocol::backend::{parse_error_fields, parse_parameter_status};
 use crate::protocol::frame::body;
 use crate::protocol::frontend::{parse_password, parse_sasl_initial, parse_sasl_response};
 use crate::protocol::startup::{parse_options, MAX_STARTUP_PACKET, MAX_STARTUP_PARAMS};
-use crate::protocol::{next_message, parse_startup, StartupPacket};
+use crate::protocol::{next_message, parse_startup, Backend, Frontend, StartupPacket};
 
 use super::conn::LOGIN_MAX_MESSAGE;
-use super::prepared::{ClientStatements, Expected, Rewriter};
-use super::pump::inspect::{pop_expected, rewrite, settle, watch_session_command};
+use super::pin::message_state;
+use super::prepared::{ClientStatements, Rewriter};
+use super::pump::inspect::{rewrite, session_command};
 use super::settings::ClientSettings;
 use super::startup::startup_params;
-use super::track::Track;
+use super::track::{Sent, Tracker};
 
 /// A client's first bytes: the startup packet parser, then what the login makes of its
 /// parameters (user, database, `options`, the settings applied to servers).
@@ -89,43 +89,42 @@ pub fn messages(data: &[u8]) {
 }
 
 /// What the pump looks at as messages go by, in its order: the client's messages
-/// (session commands, statement rewriting), then the server's (ReadyForQuery, the
-/// answers to Parse and Close, errors, CommandComplete tags, ParameterStatus).
+/// (session state, session commands, statement rewriting), then the server's through
+/// the protocol tracker (ReadyForQuery, the answers to Parse and Close, errors,
+/// CommandComplete tags, ParameterStatus).
 fn pump_inspection(client: &[u8], server: &[u8], transaction: bool, max: usize) {
-    let track = Track::new(false);
-    let expected = Expected::default();
-    let untracked = AtomicBool::new(false);
+    let mut track = Tracker::new(false);
+    let mut untracked = false;
     let mut statements = ClientStatements::default();
     let mut prepared = PreparedSet::default();
     let mut rewriter = transaction.then_some(Rewriter {
         client: &mut statements,
         server: &mut prepared,
-        expected: &expected,
         max_prepared: 4,
-        epoch: 0,
-        bound_command: None,
     });
-    let (mut out, mut tmp) = (BytesMut::new(), BytesMut::new());
+    let mut out = BytesMut::new();
     let mut off = 0;
     while let Ok(Some(h)) = next_message(&client[off..], max) {
         let m = &client[off..off + h.total];
-        if matches!(h.tag, b'Q' | b'P') {
-            watch_session_command(&track, m, rewriter.is_some(), &untracked);
-        }
-        if let Some(rw) = rewriter.as_mut() {
-            if rewrite(rw, m, &mut tmp) {
-                out.extend_from_slice(&tmp);
-                tmp.clear();
-            }
-            if let Some(command) = rw.bound_command.take() {
-                track.session_command(command);
-            }
-            if matches!(h.tag, b'Q' | b'S' | b'F') {
-                rw.epoch += 1;
-            }
-        }
-        track.client_message(h.tag);
         off += h.total;
+        let kind = Frontend::from_tag(h.tag);
+        if matches!(kind, Frontend::Terminate | Frontend::Other(_)) {
+            continue;
+        }
+        let _ = message_state(m);
+        let command = match kind {
+            Frontend::Query | Frontend::Parse => {
+                session_command(m, rewriter.is_some(), &mut untracked)
+            }
+            _ => None,
+        };
+        let rewritten = match rewriter.as_mut() {
+            Some(rw) => rewrite(rw, m, &mut out, &mut track, command.clone()).unwrap_or(true),
+            None => false,
+        };
+        if !rewritten {
+            track.sent(Sent::client(kind), command);
+        }
     }
     // What pgfleet writes in place of the client's messages is whole messages.
     let mut pos = 0;
@@ -136,41 +135,33 @@ fn pump_inspection(client: &[u8], server: &[u8], transaction: bool, max: usize) 
         }
     }
     let mut params = Vec::new();
-    let mut answered = 0u64;
     let mut off = 0;
     while let Ok(Some(h)) = next_message(&server[off..], max) {
         let m = &server[off..off + h.total];
         match h.tag {
-            b'Z' => {
-                track.ready_for_query(body(m).first().copied().unwrap_or(b'I'));
-                if settle(&expected, |e| e.epoch <= answered) {
-                    track.statements_unsure();
-                }
-                answered += 1;
-            }
-            b'1' | b'3' => {
-                let _ = pop_expected(&expected);
-            }
             b'E' => {
-                track.server_error();
-                if settle(&expected, |e| e.epoch <= answered) {
-                    track.statements_unsure();
-                }
                 let _ = parse_error_fields(body(m));
             }
-            b'G' => track.copy_in_started(),
-            b'C' => track.command_complete(body(m)),
             b'S' => {
                 let _ = parse_parameter_status(body(m));
                 record_parameter(&mut params, body(m));
             }
             _ => {}
         }
+        let _ = track.server(Backend::from_tag(h.tag), body(m));
         off += h.total;
+    }
+    // Idle means proven idle: not lost, and nothing owed.
+    if track.idle() {
+        assert!(track.lost().is_none() && track.owed() == Some(0) && track.quiet());
     }
     let commands = track.take_commands();
     let _ = track.settings_need_reset(commands.len());
-    let _ = (track.quiet(), track.reset_done(), track.pending());
+    let _ = (
+        track.reset_done(),
+        track.idle_in_transaction(),
+        track.busy_since(),
+    );
 }
 
 /// How far a SCRAM exchange got.

@@ -6,6 +6,7 @@ mod conn;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod pin;
 mod prepared;
 mod pump;
 mod session;

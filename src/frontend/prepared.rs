@@ -5,17 +5,18 @@
 //! statement of its own under it through SQL), prepares it on a connection the first time a Bind or
 //! Describe needs it there, and swallows the ParseComplete of the Parse it adds itself.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::auth::scram_common::hmac_sha256;
-
 use crate::pool::PreparedSet;
+use crate::protocol::frame::{body, read_cstr, read_cstr_bytes};
+use crate::protocol::{frontend, Frontend};
 
 use super::settings::{classify, SqlCommand};
-use crate::protocol::frame::{body, read_cstr};
+use super::track::{Answer, Sent, Tracker};
 
 /// A statement as the servers know it.
 #[derive(Debug)]
@@ -41,69 +42,56 @@ impl ClientStatements {
     }
 }
 
-/// A response pgfleet must pass on or swallow: one entry per Parse or Close sent to the
-/// server, in order, with the Sync epoch it belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Expect {
-    pub epoch: u64,
-    /// Added by pgfleet: the client does not expect its answer.
-    pub injected: bool,
-    /// A Close sent in place of the client's Parse: its CloseComplete goes to the
-    /// client as ParseComplete.
-    pub as_parse: bool,
-}
-
-/// The responses expected for Parse and Close messages, shared by the two directions.
-pub type Expected = std::sync::Mutex<VecDeque<Expect>>;
-
 /// A name a Close of a statement that the server must keep is sent for (closing a name
 /// that does not exist is not an error, and still answers CloseComplete).
 const NO_STATEMENT: &str = "pgfleet_closed";
 
-/// Rewrites the client's messages of one batch for the server connection `server`.
+/// The rewriting failed: the server connection's protocol state is lost, so the answers
+/// to messages pgfleet would add could not be told from the client's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CannotRewrite;
+
+/// Rewrites the client's messages for the server connection `server`.
 pub struct Rewriter<'a> {
     pub client: &'a mut ClientStatements,
     pub server: &'a mut PreparedSet,
-    pub expected: &'a Expected,
     /// Statements a server connection keeps before the least recently used is closed.
     pub max_prepared: usize,
-    /// Requests (Sync, Query) sent so far: the epoch of the next message.
-    pub epoch: u64,
-    /// Set when a Bind runs a statement that is a session command.
-    pub bound_command: Option<SqlCommand>,
 }
 
 fn cstr_at(b: &[u8], pos: &mut usize) -> Option<String> {
     read_cstr(b, pos).map(str::to_owned)
 }
 
+/// The tracker's record of a message pgfleet sends.
+fn sent(kind: Frontend, answer: Answer, statement: bool) -> Sent {
+    Sent {
+        kind,
+        answer,
+        statement,
+    }
+}
+
 impl Rewriter<'_> {
-    fn expect(&self, injected: bool) {
-        self.push(Expect {
-            epoch: self.epoch,
-            injected,
-            as_parse: false,
-        });
-    }
-
-    fn push(&self, e: Expect) {
-        let mut q = self.expected.lock().unwrap_or_else(|e| e.into_inner());
-        q.push_back(e);
-    }
-
-    /// Appends to `out` what the server gets for the client message `m`; returns false
-    /// when `m` is to be forwarded unchanged (nothing appended).
-    pub fn rewrite(&mut self, m: &[u8], out: &mut BytesMut) -> bool {
+    /// Appends to `out` what the server gets for the client message `m` and records it
+    /// in `track` (with `command`, the session command `m` runs, if any); returns false
+    /// when `m` is to be forwarded unchanged (nothing appended, nothing recorded).
+    pub fn rewrite(
+        &mut self,
+        m: &[u8],
+        out: &mut BytesMut,
+        track: &mut Tracker,
+        command: Option<SqlCommand>,
+    ) -> Result<bool, CannotRewrite> {
         let b = body(m);
         let mut pos = 0;
         match m[0] {
             b'P' => {
                 let Some(name) = cstr_at(b, &mut pos) else {
-                    return false;
+                    return Ok(false);
                 };
                 if name.is_empty() {
-                    self.expect(false);
-                    return false;
+                    return Ok(false);
                 }
                 let rest = &b[pos..];
                 let stmt = statement(rest);
@@ -112,113 +100,128 @@ impl Rewriter<'_> {
                     // Already there: a Close of a name that does not exist answers with
                     // a CloseComplete, passed on as the client's ParseComplete; the
                     // client's unnamed statement stays as it is.
-                    close_statement(out, NO_STATEMENT);
-                    self.push(Expect {
-                        epoch: self.epoch,
-                        injected: false,
-                        as_parse: true,
-                    });
+                    lost_check(track)?;
+                    frontend::close_statement(out, NO_STATEMENT);
+                    track.sent(sent(Frontend::Close, Answer::AsParse, false), None);
                 } else {
-                    self.prepare(&stmt, out, false);
+                    self.prepare(&stmt, out, track, false)?;
                 }
-                true
+                Ok(true)
             }
             b'B' | b'D' => {
                 let is_describe = m[0] == b'D';
                 if is_describe && b.first() != Some(&b'S') {
-                    return false;
+                    return Ok(false);
                 }
-                let prefix = if is_describe { 1 } else { 0 };
-                pos = prefix;
-                let portal = if is_describe {
-                    None
-                } else {
-                    cstr_at(b, &mut pos)
+                pos = usize::from(is_describe);
+                let portal = match is_describe {
+                    true => None,
+                    false => read_cstr_bytes(b, &mut pos),
                 };
                 let Some(name) = cstr_at(b, &mut pos) else {
-                    return false;
+                    return Ok(false);
                 };
                 let Some(stmt) = self.client.map.get(&name).cloned() else {
-                    return false;
+                    return Ok(false);
                 };
-                if !is_describe {
-                    self.bound_command.clone_from(&stmt.command);
-                }
                 if !self.server.touch(&stmt.internal) {
-                    self.prepare(&stmt, out, true);
+                    self.prepare(&stmt, out, track, true)?;
                 }
-                let rest = &b[pos..];
-                let start = out.len();
-                out.put_u8(m[0]);
-                out.put_u32(0);
-                if let Some(portal) = portal {
-                    put_cstr(out, &portal);
-                } else {
-                    out.put_u8(b'S');
+                match portal {
+                    Some(portal) => {
+                        frontend::bind(out, portal, &stmt.internal, &b[pos..]);
+                        let command = stmt.command.clone();
+                        track.sent(Sent::client(Frontend::Bind), command);
+                    }
+                    None => {
+                        frontend::describe_statement(out, &stmt.internal);
+                        track.sent(Sent::client(Frontend::Describe), None);
+                    }
                 }
-                put_cstr(out, &stmt.internal);
-                out.put_slice(rest);
-                fix_len(out, start);
-                true
+                Ok(true)
             }
             b'C' => {
-                let kind = b.first().copied();
-                self.expect(false);
-                if kind != Some(b'S') {
-                    return false;
+                if b.first() != Some(&b'S') {
+                    return Ok(false);
                 }
                 pos = 1;
                 let Some(name) = cstr_at(b, &mut pos) else {
-                    return false;
+                    return Ok(false);
                 };
                 if name.is_empty() {
-                    return false;
+                    return Ok(false);
                 }
+                // The server keeps the statement for other clients.
                 self.client.map.remove(&name);
-                close_statement(out, NO_STATEMENT);
-                true
+                frontend::close_statement(out, NO_STATEMENT);
+                track.sent(Sent::client(Frontend::Close), command);
+                Ok(true)
             }
-            _ => false,
+            _ => Ok(false),
         }
     }
 
     /// Sends the Parse of `stmt`, closing the least recently used statement first when
-    /// the connection holds `max_prepared` already.
-    fn prepare(&mut self, stmt: &Statement, out: &mut BytesMut, injected: bool) {
+    /// the connection holds `max_prepared` already. `injected`: the client did not send
+    /// this Parse, and must not see its answer.
+    fn prepare(
+        &mut self,
+        stmt: &Statement,
+        out: &mut BytesMut,
+        track: &mut Tracker,
+        injected: bool,
+    ) -> Result<(), CannotRewrite> {
+        lost_check(track)?;
         if let Some(evicted) = self.server.insert(&stmt.internal, self.max_prepared) {
-            close_statement(out, &evicted);
-            self.expect(true);
+            frontend::close_statement(out, &evicted);
+            track.sent(sent(Frontend::Close, Answer::Swallow, true), None);
         }
         out.put_slice(&stmt.parse);
-        self.expect(injected);
+        let answer = match injected {
+            true => Answer::Swallow,
+            false => Answer::Forward,
+        };
+        track.sent(sent(Frontend::Parse, answer, true), None);
+        Ok(())
     }
 
-    /// `DEALLOCATE name` / `DEALLOCATE ALL` as a simple query: returns the query text
-    /// the server gets instead (with a Parse before it when needed), if any.
-    pub fn deallocate(&mut self, sql: &str, out: &mut BytesMut) -> bool {
+    /// `DEALLOCATE name` / `DEALLOCATE ALL` as a simple query: appends the query the
+    /// server gets instead (with a Parse before it when needed) and records it; false
+    /// when the query goes as it is.
+    pub fn deallocate(
+        &mut self,
+        sql: &str,
+        out: &mut BytesMut,
+        track: &mut Tracker,
+    ) -> Result<bool, CannotRewrite> {
         match parse_deallocate(sql) {
             Some(None) => {
                 self.client.map.clear();
                 self.server.clear();
-                false
+                Ok(false)
             }
             Some(Some(name)) => {
                 let Some(stmt) = self.client.map.remove(&name) else {
-                    return false;
+                    return Ok(false);
                 };
                 if !self.server.touch(&stmt.internal) {
-                    self.prepare(&stmt, out, true);
+                    self.prepare(&stmt, out, track, true)?;
                 }
                 self.server.remove(&stmt.internal);
-                let start = out.len();
-                out.put_u8(b'Q');
-                out.put_u32(0);
-                put_cstr(out, &format!("DEALLOCATE {}", stmt.internal));
-                fix_len(out, start);
-                true
+                frontend::query(out, &format!("DEALLOCATE {}", stmt.internal));
+                track.sent(Sent::client(Frontend::Query), None);
+                Ok(true)
             }
-            None => false,
+            None => Ok(false),
         }
+    }
+}
+
+/// Answers pgfleet adds cannot be told apart once the protocol state is lost.
+fn lost_check(track: &Tracker) -> Result<(), CannotRewrite> {
+    match track.lost() {
+        Some(_) => Err(CannotRewrite),
+        None => Ok(()),
     }
 }
 
@@ -258,43 +261,13 @@ fn statement(rest: &[u8]) -> Arc<Statement> {
     let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
     let internal = format!("pgfleet_{hex}");
     let mut parse = BytesMut::with_capacity(rest.len() + internal.len() + 6);
-    parse_message(&mut parse, &internal, rest);
+    frontend::parse(&mut parse, &internal, rest);
     let command = read_cstr(rest, &mut 0).and_then(classify);
     Arc::new(Statement {
         internal,
         parse: parse.freeze(),
         command,
     })
-}
-
-/// A Parse message: name, then `rest` (query, parameter count and types) as given.
-fn parse_message(out: &mut BytesMut, name: &str, rest: &[u8]) {
-    let start = out.len();
-    out.put_u8(b'P');
-    out.put_u32(0);
-    put_cstr(out, name);
-    out.put_slice(rest);
-    fix_len(out, start);
-}
-
-/// A Close message for the statement `name`.
-fn close_statement(out: &mut BytesMut, name: &str) {
-    let start = out.len();
-    out.put_u8(b'C');
-    out.put_u32(0);
-    out.put_u8(b'S');
-    put_cstr(out, name);
-    fix_len(out, start);
-}
-
-fn put_cstr(out: &mut BytesMut, s: &str) {
-    out.put_slice(s.as_bytes());
-    out.put_u8(0);
-}
-
-fn fix_len(out: &mut BytesMut, start: usize) {
-    let len = (out.len() - start - 1) as u32;
-    out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
 }
 
 #[cfg(test)]

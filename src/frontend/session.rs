@@ -13,7 +13,7 @@ use crate::cancel::{CancelSlot, TargetScope};
 use crate::clients::{ClientInfo, ClientState};
 use crate::cluster::{ClusterState, EndpointState, SessionSlot, View};
 use crate::config::{self, PoolMode, Role};
-use crate::pool::{Credentials, Params, PooledConn, Release};
+use crate::pool::{Credentials, Params, PooledConn};
 use crate::protocol::backend as msg;
 use crate::protocol::next_message;
 use crate::protocol::sqlstate;
@@ -22,7 +22,7 @@ use super::acquire::{acquire, node_available, PoolCache};
 use super::conn::ClientConn;
 use super::error::ClientError;
 use super::pump::{pump, PumpEnd, PumpOptions};
-use super::settings::{quote_literal, ClientSettings};
+use super::settings::{quote_literal, ClientSettings, SqlCommand};
 use super::startup::StartupParams;
 use super::transaction;
 
@@ -100,29 +100,51 @@ async fn session_mode(
     if client.log {
         info!(node = %slot.node.addr, server_pid = server.backend_pid, "session bound to a server connection");
     }
-    apply_settings(conn, &mut server, client.params).await?;
+    apply_settings(conn, &mut server, &client.params.settings).await?;
     // What this connection's values are where they differ from the greeting.
     report_changes(conn, |name| greeted.told(name), &server.params).await?;
     drop(greeted);
     let target = set_cancel_target(client.cancel, &server);
     loop {
-        // Until the pump says otherwise the connection may be mid-query: if the session
-        // is dropped while pumping (shutdown), it must be closed, not reset and reused.
-        server.release = Release::Close;
         let opts = options(&cluster.config().pool, false);
         let result = pump(conn, &mut server, opts, None, &endpoint.stats).await;
-        server.release = result.release;
         if matches!(result.end, PumpEnd::Resync) {
             // RESET brings startup settings back on PostgreSQL; here they were set after
-            // login, so set them again, and tell the client.
+            // login, so set the ones reset again, and tell the client.
+            let reset = reset_startup_settings(&client.params.settings, &result);
             let before = server.params.clone();
-            apply_settings(conn, &mut server, client.params).await?;
+            apply_settings(conn, &mut server, &reset).await?;
             report_changes(conn, lookup(&before), &server.params).await?;
             continue;
         }
         drop(target);
-        return pump_end(result.end, &server);
+        let end = pump_end(result.end, &server);
+        server.finish(result.release);
+        return end;
     }
+}
+
+/// The startup settings a RESET just brought back to the server's defaults: those it
+/// named, or all of them after RESET ALL, DISCARD ALL, or a RESET pgfleet did not read
+/// (inside a longer query string).
+fn reset_startup_settings(
+    startup: &[(String, String)],
+    result: &super::pump::PumpResult,
+) -> Vec<(String, String)> {
+    let mut names: Vec<&str> = Vec::new();
+    let mut all = result.commands.is_empty();
+    for command in &result.commands {
+        match command {
+            SqlCommand::Reset { name } => names.push(name),
+            SqlCommand::ResetAll | SqlCommand::DiscardAll => all = true,
+            SqlCommand::Set { .. } => {}
+        }
+    }
+    startup
+        .iter()
+        .filter(|(n, _)| all || names.iter().any(|r| r.eq_ignore_ascii_case(n)))
+        .cloned()
+        .collect()
 }
 
 /// A member and a server connection for the client's session or transaction, with the
@@ -197,6 +219,10 @@ pub fn pump_end(end: PumpEnd, server: &PooledConn) -> Result<PumpEnd, ClientErro
             sqlstate::CONNECTION_FAILURE,
             &format!("server sent an invalid message: {e}"),
         )),
+        PumpEnd::OutOfStep(why) => Err(fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            &format!("pgfleet lost track of the server connection's protocol state ({why}) and cannot go on with this session"),
+        )),
         PumpEnd::ClientIdle => Err(fatal(
             sqlstate::IDLE_SESSION_TIMEOUT,
             "terminating connection due to client_idle_timeout",
@@ -219,16 +245,15 @@ pub fn pump_end(end: PumpEnd, server: &PooledConn) -> Result<PumpEnd, ClientErro
     }
 }
 
-/// Sets on the server connection the client's startup settings that differ from the
+/// Sets on the server connection the client's startup `settings` that differ from the
 /// server's. `set_config` takes each value as the startup packet does (a list stays a
 /// list).
 pub async fn apply_settings(
     conn: &mut ClientConn,
     server: &mut PooledConn,
-    params: &StartupParams,
+    settings: &[(String, String)],
 ) -> Result<(), ClientError> {
-    let calls: Vec<String> = params
-        .settings
+    let calls: Vec<String> = settings
         .iter()
         .filter(|(name, value)| server.param(name) != Some(value.as_str()))
         .map(|(name, value)| {
@@ -240,36 +265,26 @@ pub async fn apply_settings(
         })
         .collect();
     if calls.is_empty() {
-        server.release = Release::Clean;
         return Ok(());
     }
     let sql = format!("SELECT {}", calls.join(", "));
     run_on_server(conn, server, &sql).await
 }
 
-/// Runs `sql` on the server for the client: an error from PostgreSQL goes to the client
-/// (the connection stays clean), a broken connection is closed.
+/// Runs `sql` on the server for the client: an error from PostgreSQL goes to the client.
+/// The caller ends the session on an error (and the connection is closed with it).
 pub async fn run_on_server(
     conn: &mut ClientConn,
     server: &mut PooledConn,
     sql: &str,
 ) -> Result<(), ClientError> {
     match server.simple_query(sql, conn.max_message).await {
-        Ok(None) => {
-            server.release = Release::Clean;
-            Ok(())
-        }
-        Ok(Some(e)) => {
-            server.release = Release::Clean;
-            Err(ClientError::Server(e))
-        }
-        Err(e) => {
-            server.release = Release::Close;
-            Err(ClientError::fatal(
-                sqlstate::CONNECTION_FAILURE,
-                format!("server connection failed while applying settings: {e}"),
-            ))
-        }
+        Ok(None) => Ok(()),
+        Ok(Some(e)) => Err(ClientError::Server(e)),
+        Err(e) => Err(ClientError::fatal(
+            sqlstate::CONNECTION_FAILURE,
+            format!("server connection failed while applying settings: {e}"),
+        )),
     }
 }
 
@@ -289,8 +304,8 @@ pub(super) struct Greeted {
     /// `in_hot_standby` as the client is told it: the endpoint's role, not the node's
     /// the baseline came from (none for `role = "any"`).
     standby: Option<&'static str>,
-    /// The server connection taken for `baseline` when the pool had none yet (its
-    /// `release` set to `Reuse`): session mode keeps it, transaction mode lets it go.
+    /// The server connection taken for `baseline` when the pool had none yet, fresh
+    /// and idle: session mode keeps it, transaction mode gives it back (`Reuse`).
     pub held: Option<(SessionSlot, PooledConn)>,
 }
 
@@ -337,9 +352,8 @@ pub(super) async fn greet_from_pool(
         None => {
             let max = conn.max_message;
             let view = &mut View::new(cluster, endpoint);
-            let (slot, mut server) =
+            let (slot, server) =
                 acquire(cluster, endpoint, view, database, client.cred, max, pools).await?;
-            server.release = Release::Reuse;
             let params = server.params.clone();
             let baseline = server.pool().baseline_or(params);
             held = Some((slot, server));

@@ -1,309 +1,680 @@
-//! Where the server is in the protocol, as the pump sees the messages go by: shared by
-//! the pump's two directions (one task, so the atomics are never contended).
+//! Where the server is in the protocol: a model of how PostgreSQL consumes the messages
+//! a client sent, driven by the messages the server answers with.
+//!
+//! PostgreSQL answers strictly in order. The tracker keeps every message sent to the
+//! server and not consumed yet, and matches each server message to the one it answers:
+//! Parse, Bind and Close get one answer, Describe and Execute end with one, Query and
+//! FunctionCall end with ReadyForQuery, Sync gets ReadyForQuery, Flush nothing. It
+//! follows the server's modes as `postgres.c` and `copyfromparse.c` do: after an error
+//! in an extended batch the server skips every message up to the next Sync; during
+//! COPY FROM STDIN it takes CopyData and ignores Sync and Flush; outside COPY it ignores
+//! CopyData, CopyDone and CopyFail.
+//!
+//! It fails closed: a server message that is not the answer the model expects, or a
+//! case where the model cannot know what the server will answer (a COPY the server
+//! aborts while the client had sent a Sync after its data: whether that Sync was read
+//! inside the COPY, and so ignored, depends on how far the server had read), makes it
+//! *lost*. A lost connection is never given to another client.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::collections::VecDeque;
 use std::time::Instant;
+
+use crate::protocol::{Backend, Frontend};
 
 use super::settings::SqlCommand;
 
-/// ReadyForQuery messages still expected, the last transaction status, and whether
-/// extended-protocol messages were sent since the last Sync (the server is then inside
-/// an implicit transaction, or skipping to the next Sync after an error).
-#[derive(Debug)]
-pub struct Track {
-    pending: AtomicU32,
-    status: AtomicU8,
-    unsynced: AtomicBool,
-    /// When the oldest request still waiting for ReadyForQuery was sent, in
-    /// nanoseconds after `epoch` plus one (0: nothing in flight).
-    busy_since: AtomicU64,
-    /// Set when requests are timed (a `query_timeout`): without one, no clock is read.
-    epoch: Option<Instant>,
-    /// Requests (Query, Sync, FunctionCall) sent and answered (ReadyForQuery): the
-    /// n-th request is answered by the n-th ReadyForQuery.
-    sent: AtomicU64,
-    answered: AtomicU64,
-    /// Session commands (SET, RESET, DISCARD ALL) sent as single-statement queries,
-    /// until their ReadyForQuery says whether they took effect outside a transaction.
-    commands: Mutex<Vec<Pending>>,
-    has_commands: AtomicBool,
-    /// A SET that ran inside a transaction block: it outlives the transaction on that
-    /// server connection only.
-    untracked: AtomicBool,
-    /// CommandComplete tags SET/RESET seen, against the session commands that took
-    /// effect: more tags than commands means settings pgfleet does not know of.
-    set_tags: AtomicU32,
-    /// The server's prepared statements may differ from pgfleet's list (a Parse that
-    /// got no answer, DEALLOCATE or DISCARD sent in a way pgfleet does not rewrite).
-    statements_unsure: AtomicBool,
-    /// In COPY FROM STDIN: the server ignores Sync and Flush until CopyDone/CopyFail.
-    copy_in: AtomicBool,
-    /// Syncs sent since the last Execute or Query (swallowed if that starts a COPY).
-    syncs_since_execute: AtomicU32,
-    /// The client side is writing to the server: the connection cannot be released.
-    writing: AtomicBool,
-    /// The server answered a RESET or DISCARD ALL, however it was sent.
-    reset_seen: AtomicBool,
+/// What the pump does with the answer to one message it sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Answer {
+    /// The client's: pass it on.
+    #[default]
+    Forward,
+    /// pgfleet added the message: its answer is not the client's.
+    Swallow,
+    /// A Close pgfleet sent in place of the client's Parse: its CloseComplete goes to
+    /// the client as ParseComplete.
+    AsParse,
+    /// A statement pgfleet refused, sent as one that fails: its ErrorResponse is
+    /// replaced by pgfleet's.
+    Refused,
 }
 
+/// One message as sent to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    pub kind: Frontend,
+    /// What becomes of a successful answer.
+    pub answer: Answer,
+    /// A Parse or Close of a statement under pgfleet's name: if the server skips it or
+    /// it fails, pgfleet's list of the connection's statements is wrong.
+    pub statement: bool,
+}
+
+impl Sent {
+    /// A client message sent as it is.
+    pub fn client(kind: Frontend) -> Sent {
+        Sent {
+            kind,
+            answer: Answer::Forward,
+            statement: false,
+        }
+    }
+}
+
+/// A message sent and not consumed by the server yet; runs of CopyData or Flush are
+/// kept as one entry.
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    sent: Sent,
+    count: u32,
+    /// Its place among the messages sent, for the session commands attached to it.
+    seq: u64,
+}
+
+/// What the server is doing, as far as the messages it sent tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Reading the next message (extended protocol answers come in this mode).
+    Ready,
+    /// Running a simple Query, up to its ReadyForQuery.
+    Query,
+    /// Running a FunctionCall, up to its ReadyForQuery.
+    Function,
+    /// COPY FROM STDIN, started by a Query or (`extended`) an Execute.
+    CopyIn { extended: bool },
+    /// COPY TO STDOUT.
+    CopyOut { extended: bool },
+    /// After an error in the extended protocol: skipping to the next Sync.
+    Skip,
+}
+
+/// The most messages kept in flight: the pump stops reading the client beyond it.
+pub const MAX_IN_FLIGHT: usize = 16 * 1024;
+
+/// The protocol state of one server connection while a client uses it.
 #[derive(Debug)]
-struct Pending {
-    command: SqlCommand,
-    /// The request number of its Query.
-    request: u64,
+pub struct Tracker {
+    queue: VecDeque<Item>,
+    /// Messages queued so far (the next one's `seq`).
+    seq: u64,
+    mode: Mode,
+    /// The transaction status of the last ReadyForQuery.
+    status: u8,
+    /// Extended-protocol messages ran since the last ReadyForQuery: the server holds an
+    /// implicit transaction open until a Sync.
+    unsynced: bool,
+    /// What becomes of an error of the Query or FunctionCall running now.
+    running: Answer,
+    /// Why the model no longer knows where the server is.
+    lost: Option<&'static str>,
+    /// The last server message was a ReadyForQuery (what a lost tracker still knows).
+    last_ready: bool,
+    /// Session commands attached to queued messages, by `seq`, in order.
+    attached: VecDeque<(u64, SqlCommand)>,
+    /// Session commands of the request running now (with their `seq`), and whether
+    /// it failed.
+    batch: Vec<(u64, SqlCommand)>,
     failed: bool,
-    /// Answered: true if it ran outside a transaction block without error.
-    done: Option<bool>,
+    /// Session commands that took effect (outside a transaction block, without error).
+    done: Vec<SqlCommand>,
+    /// The `seq` of the last DISCARD ALL that took effect.
+    discarded: Option<u64>,
+    /// A SET ran inside a transaction block: it outlives it on this connection only.
+    untracked_set: bool,
+    /// CommandComplete tags SET/RESET seen.
+    set_tags: usize,
+    /// The server answered a RESET or DISCARD ALL, however it was sent.
+    reset_seen: bool,
+    /// pgfleet's list of the connection's prepared statements may be wrong.
+    statements_unsure: bool,
+    /// When the oldest message still waiting for an answer was sent (`timed` only).
+    busy_since: Option<Instant>,
+    timed: bool,
 }
 
-impl Track {
-    /// A connection at rest; `timed` when the time since the oldest unanswered request
-    /// is needed (`busy_since`).
-    pub fn new(timed: bool) -> Self {
-        Track {
-            pending: AtomicU32::new(0),
-            status: AtomicU8::new(b'I'),
-            unsynced: AtomicBool::new(false),
-            busy_since: AtomicU64::new(0),
-            epoch: timed.then(Instant::now),
-            sent: AtomicU64::new(0),
-            answered: AtomicU64::new(0),
-            commands: Mutex::new(Vec::new()),
-            has_commands: AtomicBool::new(false),
-            untracked: AtomicBool::new(false),
-            set_tags: AtomicU32::new(0),
-            statements_unsure: AtomicBool::new(false),
-            copy_in: AtomicBool::new(false),
-            syncs_since_execute: AtomicU32::new(0),
-            writing: AtomicBool::new(false),
-            reset_seen: AtomicBool::new(false),
+impl Tracker {
+    /// A connection at rest (idle, outside a transaction); `timed` when the time since
+    /// the oldest unanswered message is needed (`busy_since`).
+    pub fn new(timed: bool) -> Tracker {
+        Tracker {
+            queue: VecDeque::new(),
+            seq: 0,
+            mode: Mode::Ready,
+            status: b'I',
+            unsynced: false,
+            running: Answer::Forward,
+            lost: None,
+            last_ready: true,
+            attached: VecDeque::new(),
+            batch: Vec::new(),
+            failed: false,
+            done: Vec::new(),
+            discarded: None,
+            untracked_set: false,
+            set_tags: 0,
+            reset_seen: false,
+            statements_unsure: false,
+            busy_since: None,
+            timed,
         }
     }
 
-    /// A client message about to be forwarded.
-    pub fn client_message(&self, tag: u8) {
-        match tag {
-            b'S' | b'H' if self.copy_in.load(Ordering::Relaxed) => {}
-            b'Q' | b'F' | b'S' => {
-                self.sent.fetch_add(1, Ordering::Relaxed);
-                if self.pending.fetch_add(1, Ordering::Relaxed) == 0 {
-                    self.mark_busy();
+    /// A message about to be sent to the server, with the session command it runs.
+    pub fn sent(&mut self, sent: Sent, command: Option<SqlCommand>) {
+        if matches!(sent.kind, Frontend::Terminate | Frontend::Other(_)) {
+            self.lose("a message the tracker does not know was sent to the server");
+            return;
+        }
+        if self.lost.is_some() {
+            return;
+        }
+        if self.queue.is_empty() && self.mode == Mode::Ready && ignored(sent.kind) {
+            // The server reads it between requests and answers nothing.
+            return;
+        }
+        if self.queue.is_empty() && self.timed {
+            self.busy_since = Some(Instant::now());
+        }
+        let seq = self.seq;
+        self.seq += 1;
+        if let Some(command) = command {
+            self.attached.push_back((seq, command));
+        }
+        if let Some(last) = self.queue.back_mut() {
+            let runs = matches!(sent.kind, Frontend::CopyData | Frontend::Flush);
+            if runs && last.sent == sent && last.count < u32::MAX {
+                last.count += 1;
+                return;
+            }
+        }
+        self.queue.push_back(Item {
+            sent,
+            count: 1,
+            seq,
+        });
+    }
+
+    /// A server message: what to do with it. A message the model did not expect makes
+    /// the tracker lost (and is passed on).
+    pub fn server(&mut self, msg: Backend, body: &[u8]) -> Answer {
+        use Backend as B;
+        if matches!(
+            msg,
+            B::NoticeResponse | B::ParameterStatus | B::NotificationResponse
+        ) {
+            return Answer::Forward;
+        }
+        self.last_ready = msg == B::ReadyForQuery;
+        let status = match msg {
+            B::ReadyForQuery => match body.first() {
+                Some(&s @ (b'I' | b'T' | b'E')) => s,
+                _ => {
+                    self.lose("a ReadyForQuery without a valid transaction status");
+                    return Answer::Forward;
                 }
-                // A Query or FunctionCall also ends an implicit extended-protocol block.
-                self.unsynced.store(false, Ordering::Relaxed);
-                if tag == b'S' {
-                    self.syncs_since_execute.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    self.syncs_since_execute.store(0, Ordering::Relaxed);
+            },
+            _ => 0,
+        };
+        if self.lost.is_some() {
+            if status != 0 {
+                self.status = status;
+            }
+            return Answer::Forward;
+        }
+        if msg == B::CommandComplete {
+            self.command_complete(body);
+        }
+        match self.mode {
+            Mode::Ready => {
+                let answer = self.answer(msg, status);
+                if self.mode == Mode::Ready {
+                    self.pop_ignored();
+                }
+                answer
+            }
+            Mode::Query | Mode::Function => self.in_request(msg, status),
+            Mode::CopyOut { extended } => {
+                match msg {
+                    B::CopyData | B::CopyDone => {}
+                    B::CommandComplete => self.mode = after_copy(extended),
+                    B::ErrorResponse => self.fail_copy(extended),
+                    _ => self.unexpected(msg),
+                }
+                Answer::Forward
+            }
+            Mode::CopyIn { extended } => {
+                match msg {
+                    B::CommandComplete => self.copy_in_done(extended),
+                    B::ErrorResponse => self.copy_in_failed(extended),
+                    _ => self.unexpected(msg),
+                }
+                Answer::Forward
+            }
+            Mode::Skip => {
+                match msg {
+                    B::ReadyForQuery => self.skip_to_sync(status),
+                    _ => self.unexpected(msg),
+                }
+                Answer::Forward
+            }
+        }
+    }
+
+    /// A server message in `Ready` mode: the answer to the message at the head.
+    fn answer(&mut self, msg: Backend, status: u8) -> Answer {
+        use Backend as B;
+        use Frontend as F;
+        self.pop_ignored();
+        let Some(head) = self.queue.front().map(|i| i.sent) else {
+            self.unexpected(msg);
+            return Answer::Forward;
+        };
+        match (head.kind, msg) {
+            (F::Query, _) => {
+                self.consume(true);
+                self.running = head.answer;
+                self.mode = Mode::Query;
+                self.in_request(msg, status)
+            }
+            (F::FunctionCall, _) => {
+                self.consume(true);
+                self.running = head.answer;
+                self.mode = Mode::Function;
+                self.in_request(msg, status)
+            }
+            (F::Sync, B::ReadyForQuery) => {
+                self.consume(true);
+                self.ready(status);
+                Answer::Forward
+            }
+            // A COMMIT at the Sync can fail (deferred constraints): ReadyForQuery follows.
+            (F::Sync, B::ErrorResponse) => {
+                self.failed = true;
+                Answer::Forward
+            }
+            (F::Parse, B::ParseComplete)
+            | (F::Bind, B::BindComplete)
+            | (F::Close, B::CloseComplete)
+            | (F::Describe, B::RowDescription | B::NoData)
+            | (F::Execute, B::CommandComplete | B::EmptyQueryResponse | B::PortalSuspended) => {
+                self.consume(true);
+                self.unsynced = true;
+                head.answer
+            }
+            (F::Describe, B::ParameterDescription) | (F::Execute, B::DataRow) => Answer::Forward,
+            (F::Execute, B::CopyInResponse) => {
+                self.consume(true);
+                self.unsynced = true;
+                self.mode = Mode::CopyIn { extended: true };
+                Answer::Forward
+            }
+            (F::Execute, B::CopyOutResponse) => {
+                self.consume(true);
+                self.unsynced = true;
+                self.mode = Mode::CopyOut { extended: true };
+                Answer::Forward
+            }
+            (F::Parse | F::Bind | F::Close | F::Describe | F::Execute, B::ErrorResponse) => {
+                if head.statement {
+                    self.statements_unsure = true;
+                }
+                self.consume(true);
+                self.unsynced = true;
+                self.failed = true;
+                self.mode = Mode::Skip;
+                match head.answer {
+                    Answer::Refused => Answer::Refused,
+                    _ => Answer::Forward,
                 }
             }
-            b'E' => {
-                self.unsynced.store(true, Ordering::Relaxed);
-                self.syncs_since_execute.store(0, Ordering::Relaxed);
+            _ => {
+                self.unexpected(msg);
+                Answer::Forward
             }
-            b'P' | b'B' | b'D' | b'C' | b'H' => {
-                self.unsynced.store(true, Ordering::Relaxed);
-            }
-            b'c' | b'f' => self.copy_in.store(false, Ordering::Relaxed),
-            _ => {}
         }
     }
 
-    /// CopyInResponse: the Syncs the client already sent after the Execute that started
-    /// the COPY are ignored by the server and get no ReadyForQuery.
-    pub fn copy_in_started(&self) {
-        self.copy_in.store(true, Ordering::Relaxed);
-        let swallowed = self.syncs_since_execute.swap(0, Ordering::Relaxed);
-        if swallowed > 0 {
-            let _ = self
-                .pending
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
-                    Some(p.saturating_sub(swallowed))
-                });
-            self.sent.fetch_sub(u64::from(swallowed), Ordering::Relaxed);
+    /// A server message while a Query or FunctionCall runs (up to its ReadyForQuery).
+    fn in_request(&mut self, msg: Backend, status: u8) -> Answer {
+        debug_assert!(matches!(self.mode, Mode::Query | Mode::Function));
+        match msg {
+            Backend::ReadyForQuery => self.ready(status),
+            Backend::ErrorResponse => {
+                self.failed = true;
+                return self.running;
+            }
+            Backend::FunctionCallResponse if self.mode == Mode::Function => {}
+            Backend::RowDescription
+            | Backend::DataRow
+            | Backend::CommandComplete
+            | Backend::EmptyQueryResponse
+                if self.mode == Mode::Query => {}
+            Backend::CopyInResponse if self.mode == Mode::Query => {
+                self.mode = Mode::CopyIn { extended: false }
+            }
+            Backend::CopyOutResponse if self.mode == Mode::Query => {
+                self.mode = Mode::CopyOut { extended: false }
+            }
+            _ => self.unexpected(msg),
+        }
+        Answer::Forward
+    }
+
+    /// The COPY FROM STDIN completed: the server took the client's messages up to its
+    /// CopyDone, ignoring Sync and Flush among them.
+    fn copy_in_done(&mut self, extended: bool) {
+        loop {
+            let Some(head) = self.queue.front().map(|i| i.sent.kind) else {
+                self.lose("the server completed a COPY FROM STDIN the client did not end");
+                return;
+            };
+            match head {
+                Frontend::CopyData | Frontend::Flush | Frontend::Sync => self.consume(false),
+                Frontend::CopyDone => {
+                    self.consume(false);
+                    self.mode = after_copy(extended);
+                    return;
+                }
+                _ => {
+                    self.lose("the server completed a COPY FROM STDIN past a message that ends it with an error");
+                    return;
+                }
+            }
         }
     }
 
-    /// A CommandComplete tag from the server.
-    pub fn command_complete(&self, tag: &[u8]) {
+    /// The server ended a COPY FROM STDIN with an error (bad data, the client's
+    /// CopyFail, a message that does not belong in COPY). Outside COPY the server
+    /// ignores CopyData, CopyDone and CopyFail, and inside it Sync and Flush, so the
+    /// client's messages up to its CopyDone or CopyFail are answered by nothing,
+    /// wherever the error came: except a Sync sent after some of the data, which the
+    /// server ignored if it read it before the error and answers if after. Which one
+    /// depends on how far the server had read: lost. So is anything else sent inside.
+    fn copy_in_failed(&mut self, extended: bool) {
+        let mut data = false;
+        let mut end = 0;
+        for item in &self.queue {
+            end += 1;
+            match item.sent.kind {
+                Frontend::CopyDone | Frontend::CopyFail => break,
+                Frontend::CopyData => data = true,
+                Frontend::Flush => {}
+                Frontend::Sync if !data => {}
+                _ => {
+                    self.lose("the server aborted a COPY FROM STDIN while the client had sent a Sync or another request after data inside it: whether the server answers it cannot be known");
+                    return;
+                }
+            }
+        }
+        for _ in 0..end {
+            while self.queue.front().is_some_and(|i| i.count > 1) {
+                self.consume(false);
+            }
+            self.consume(false);
+        }
+        self.fail_copy(extended);
+    }
+
+    /// An error ended a COPY: a Query goes on to its ReadyForQuery, an Execute's batch
+    /// skips to its Sync.
+    fn fail_copy(&mut self, extended: bool) {
+        self.failed = true;
+        self.mode = match extended {
+            true => Mode::Skip,
+            false => Mode::Query,
+        };
+    }
+
+    /// The ReadyForQuery that ends a skip: every message up to the Sync was skipped.
+    fn skip_to_sync(&mut self, status: u8) {
+        loop {
+            let Some(head) = self.queue.front().map(|i| i.sent) else {
+                self.lose("a ReadyForQuery after an error with no Sync sent");
+                return;
+            };
+            if head.kind == Frontend::Sync {
+                self.consume(true);
+                self.ready(status);
+                return;
+            }
+            if head.statement {
+                self.statements_unsure = true;
+            }
+            self.consume(false);
+        }
+    }
+
+    /// A ReadyForQuery: the request is answered; its session commands took effect if
+    /// it ran outside a transaction block without error.
+    fn ready(&mut self, status: u8) {
+        self.status = status;
+        self.running = Answer::Forward;
+        self.mode = Mode::Ready;
+        self.unsynced = false;
+        let batch = std::mem::take(&mut self.batch);
+        if status == b'I' && !self.failed {
+            for (seq, command) in batch {
+                if command == SqlCommand::DiscardAll {
+                    self.discarded = Some(seq);
+                }
+                self.done.push(command);
+            }
+        } else if status != b'I'
+            && batch
+                .iter()
+                .any(|(_, c)| matches!(c, SqlCommand::Set { .. }))
+        {
+            self.untracked_set = true;
+        }
+        self.failed = false;
+        self.pop_ignored();
+        if self.queue.is_empty() {
+            self.busy_since = None;
+        } else if self.timed {
+            self.busy_since = Some(Instant::now());
+        }
+    }
+
+    /// Drops the messages at the head that the server, reading them between requests,
+    /// answers with nothing: Flush, and copy messages outside COPY.
+    fn pop_ignored(&mut self) {
+        while self
+            .queue
+            .front()
+            .is_some_and(|head| ignored(head.sent.kind))
+        {
+            self.consume(false);
+        }
+    }
+
+    /// The server consumed one message at the head; `ran` if it acted on it (its
+    /// session commands join the running request's).
+    fn consume(&mut self, ran: bool) {
+        let Some(head) = self.queue.front_mut() else {
+            return;
+        };
+        let seq = head.seq;
+        if head.count > 1 {
+            head.count -= 1;
+        } else {
+            self.queue.pop_front();
+        }
+        while self.attached.front().is_some_and(|(s, _)| *s <= seq) {
+            if let Some((s, command)) = self.attached.pop_front() {
+                if ran && s == seq {
+                    self.batch.push((s, command));
+                }
+            }
+        }
+    }
+
+    fn command_complete(&mut self, tag: &[u8]) {
         if tag.starts_with(b"SET") || tag.starts_with(b"RESET") {
-            self.set_tags.fetch_add(1, Ordering::Relaxed);
+            self.set_tags += 1;
             if tag.starts_with(b"RESET") {
-                self.reset_seen.store(true, Ordering::Relaxed);
+                self.reset_seen = true;
             }
         } else if tag.starts_with(b"DEALLOCATE") || tag.starts_with(b"DISCARD") {
-            self.statements_unsure.store(true, Ordering::Relaxed);
+            self.statements_unsure = true;
             if tag.starts_with(b"DISCARD ALL") {
-                self.reset_seen.store(true, Ordering::Relaxed);
+                self.reset_seen = true;
             }
         }
     }
 
-    /// Parse/Close answers pgfleet waited for will not come (the batch failed).
-    pub fn statements_unsure(&self) {
-        self.statements_unsure.store(true, Ordering::Relaxed);
+    fn unexpected(&mut self, msg: Backend) {
+        let why = match msg {
+            Backend::ReadyForQuery => "a ReadyForQuery no request was waiting for",
+            Backend::ErrorResponse => "an ErrorResponse no request was waiting for",
+            Backend::CopyBothResponse => "a COPY in both directions (replication)",
+            _ => "a server message the protocol state did not expect",
+        };
+        self.lose(why);
     }
 
-    /// Whether the server connection's prepared statements must be dropped and
-    /// forgotten before it is reused.
-    pub fn statements_need_reset(&self) -> bool {
-        self.statements_unsure.load(Ordering::Relaxed)
+    fn lose(&mut self, why: &'static str) {
+        if self.lost.is_none() {
+            self.lost = Some(why);
+            self.queue.clear();
+            self.attached.clear();
+        }
+    }
+
+    /// Why the tracker no longer knows where the server is, if it does not.
+    pub fn lost(&self) -> Option<&'static str> {
+        self.lost
+    }
+
+    /// Everything sent was answered, no implicit transaction is open, and the server is
+    /// outside a transaction block: the connection can serve another client.
+    pub fn idle(&self) -> bool {
+        self.lost.is_none()
+            && self.queue.is_empty()
+            && self.mode == Mode::Ready
+            && !self.unsynced
+            && self.status == b'I'
+    }
+
+    /// Everything sent was answered (or, lost, the last message was a ReadyForQuery):
+    /// the server waits for the client.
+    pub fn quiet(&self) -> bool {
+        match self.lost {
+            Some(_) => self.last_ready,
+            None => self.queue.is_empty() && self.mode == Mode::Ready,
+        }
+    }
+
+    /// Quiet, but inside a transaction block or an implicit (unsynced) transaction.
+    pub fn idle_in_transaction(&self) -> bool {
+        self.quiet() && (self.unsynced || self.status != b'I')
+    }
+
+    /// The transaction status of the last ReadyForQuery.
+    pub fn status(&self) -> u8 {
+        self.status
+    }
+
+    /// Whether more messages may be sent before the server answers some.
+    pub fn has_room(&self) -> bool {
+        self.queue.len() < MAX_IN_FLIGHT
+    }
+
+    /// Requests that still owe a ReadyForQuery, when the tracker can tell; `None` when
+    /// the server is inside a COPY or an extended batch (or lost).
+    pub fn owed(&self) -> Option<u32> {
+        if self.lost.is_some() || self.unsynced {
+            return None;
+        }
+        let running = match self.mode {
+            Mode::Ready => 0,
+            Mode::Query | Mode::Function => 1,
+            _ => return None,
+        };
+        let mut owed = running;
+        for item in &self.queue {
+            match item.sent.kind {
+                Frontend::Query | Frontend::FunctionCall | Frontend::Sync => owed += item.count,
+                Frontend::Flush => {}
+                _ => return None,
+            }
+        }
+        Some(owed)
+    }
+
+    /// Since when the server has been working on the oldest unanswered message.
+    pub fn busy_since(&self) -> Option<Instant> {
+        self.busy_since
+    }
+
+    /// The session commands that took effect, in order; forgets them.
+    pub fn take_commands(&mut self) -> Vec<SqlCommand> {
+        std::mem::take(&mut self.done)
     }
 
     /// Whether the server ran SET/RESET commands pgfleet does not replay: the
     /// connection's settings must be reset before another client gets it.
     pub fn settings_need_reset(&self, took_effect: usize) -> bool {
-        self.set_tags.load(Ordering::Relaxed) as usize > took_effect
+        self.set_tags > took_effect
     }
 
-    /// Around the client side's write to the server.
-    pub fn set_writing(&self, writing: bool) {
-        self.writing.store(writing, Ordering::Relaxed);
-    }
-
-    /// Requests sent and not answered yet.
-    pub fn pending(&self) -> u32 {
-        self.pending.load(Ordering::Relaxed)
-    }
-
-    pub fn writing(&self) -> bool {
-        self.writing.load(Ordering::Relaxed)
-    }
-
-    /// Sent but unsynced extended-protocol messages and nothing else in flight: the
-    /// server holds an implicit transaction open for an idle client.
-    pub fn idle_unsynced(&self) -> bool {
-        self.pending.load(Ordering::Relaxed) == 0 && self.unsynced.load(Ordering::Relaxed)
-    }
-
-    /// Remembers a session command in the Query about to be sent, to replay it on
-    /// other server connections if it takes effect.
-    pub fn session_command(&self, command: SqlCommand) {
-        let request = self.sent.load(Ordering::Relaxed);
-        let mut commands = lock(&self.commands);
-        // A long session-mode pump only needs the RESETs; keep the list bounded.
-        if commands.len() >= 256 {
-            commands.retain(|p| p.done.is_none() || !matches!(p.command, SqlCommand::Set { .. }));
-        }
-        commands.push(Pending {
-            command,
-            request,
-            failed: false,
-            done: None,
-        });
-        self.has_commands.store(true, Ordering::Relaxed);
-    }
-
-    /// An ErrorResponse from the server: the request being answered failed.
-    pub fn server_error(&self) {
-        if self.has_commands.load(Ordering::Relaxed) {
-            let request = self.answered.load(Ordering::Relaxed);
-            for p in lock(&self.commands)
-                .iter_mut()
-                .filter(|p| p.request == request)
-            {
-                p.failed = true;
-            }
-        }
-    }
-
-    /// A ReadyForQuery from the server with `status`.
-    pub fn ready_for_query(&self, status: u8) {
-        self.status.store(status, Ordering::Relaxed);
-        // The server is out of COPY (it ended it, or the client did).
-        self.copy_in.store(false, Ordering::Relaxed);
-        let request = self.answered.fetch_add(1, Ordering::Relaxed);
-        if self.has_commands.load(Ordering::Relaxed) {
-            for p in lock(&self.commands)
-                .iter_mut()
-                .filter(|p| p.request == request)
-            {
-                let outside = status == b'I';
-                if !outside && matches!(p.command, SqlCommand::Set { .. }) {
-                    self.untracked.store(true, Ordering::Relaxed);
-                }
-                p.done = Some(outside && !p.failed);
-            }
-        }
-        let left = self
-            .pending
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| p.checked_sub(1))
-            .map_or(0, |p| p - 1);
-        if left > 0 {
-            self.mark_busy();
-        } else {
-            self.busy_since.store(0, Ordering::Relaxed);
-        }
-    }
-
-    fn mark_busy(&self) {
-        let Some(epoch) = self.epoch else {
-            return;
-        };
-        let ns = epoch.elapsed().as_nanos().min(u64::MAX as u128 - 1) as u64;
-        self.busy_since.store(ns + 1, Ordering::Relaxed);
-    }
-
-    /// The session commands that took effect, in order; forgets all answered ones.
-    pub fn take_commands(&self) -> Vec<SqlCommand> {
-        if !self.has_commands.load(Ordering::Relaxed) {
-            return Vec::new();
-        }
-        let mut commands = lock(&self.commands);
-        let mut taken = Vec::new();
-        commands.retain_mut(|p| match p.done {
-            Some(ok) => {
-                if ok {
-                    taken.push(std::mem::replace(&mut p.command, SqlCommand::ResetAll));
-                }
-                false
-            }
-            None => true,
-        });
-        taken
+    /// Whether the server connection's prepared statements must be dropped and
+    /// forgotten before it is reused.
+    pub fn statements_need_reset(&self) -> bool {
+        self.statements_unsure
     }
 
     /// Whether the server answered a RESET or DISCARD ALL, however it was sent.
     pub fn reset_seen(&self) -> bool {
-        self.reset_seen.load(Ordering::Relaxed)
-    }
-
-    /// Whether a RESET of any kind ran (the server answered one, or a tracked one took
-    /// effect outside a transaction).
-    pub fn reset_done(&self) -> bool {
-        self.reset_seen.load(Ordering::Relaxed)
-            || self.has_commands.load(Ordering::Relaxed)
-                && lock(&self.commands)
-                    .iter()
-                    .any(|p| p.done == Some(true) && !matches!(p.command, SqlCommand::Set { .. }))
+        self.reset_seen
     }
 
     /// Whether a SET ran inside a transaction block.
     pub fn untracked_set(&self) -> bool {
-        self.untracked.load(Ordering::Relaxed)
+        self.untracked_set
     }
 
-    /// No request in flight, no unsynced extended-protocol messages, not in COPY.
-    pub fn quiet(&self) -> bool {
-        self.pending.load(Ordering::Relaxed) == 0
-            && !self.unsynced.load(Ordering::Relaxed)
-            && !self.copy_in.load(Ordering::Relaxed)
+    /// Whether extended-protocol messages ran since the last ReadyForQuery (an implicit
+    /// transaction is open until a Sync).
+    pub fn unsynced(&self) -> bool {
+        self.unsynced
     }
 
-    pub fn status(&self) -> u8 {
-        self.status.load(Ordering::Relaxed)
+    /// Whether a RESET of any kind ran: the server answered one, or a session command
+    /// that resets took effect.
+    pub fn reset_done(&self) -> bool {
+        self.reset_seen
+            || self
+                .done
+                .iter()
+                .any(|c| !matches!(c, SqlCommand::Set { .. }))
     }
 
-    /// Since when the server has been working on the oldest unanswered request.
-    pub fn busy_since(&self) -> Option<Instant> {
-        match self.busy_since.load(Ordering::Relaxed) {
-            0 => None,
-            ns => Some(self.epoch? + std::time::Duration::from_nanos(ns - 1)),
-        }
+    /// The `seq` the next message sent gets.
+    pub fn next_seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Whether a DISCARD ALL sent at or after `seq` took effect.
+    pub fn discarded_after(&self, seq: u64) -> bool {
+        self.discarded.is_some_and(|d| d >= seq)
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// Whether the server, reading `kind` between requests, answers it with nothing.
+fn ignored(kind: Frontend) -> bool {
+    matches!(
+        kind,
+        Frontend::Flush | Frontend::CopyData | Frontend::CopyDone | Frontend::CopyFail
+    )
 }
+
+/// The mode after a COPY completes: a Query goes on; an Execute is answered.
+fn after_copy(extended: bool) -> Mode {
+    match extended {
+        true => Mode::Ready,
+        false => Mode::Query,
+    }
+}
+
+#[cfg(test)]
+mod tests;

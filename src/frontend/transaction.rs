@@ -2,7 +2,7 @@
 //! transaction to the ReadyForQuery that ends it, and each transaction goes to the node
 //! that fits the endpoint with the fewest transactions in flight.
 
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::clients::ClientState;
 use crate::cluster::{ClusterState, EndpointState, View};
@@ -13,13 +13,15 @@ use crate::protocol::sqlstate;
 use super::acquire::PoolCache;
 use super::conn::ClientConn;
 use super::error::ClientError;
+use super::pin::Pins;
 use super::prepared::ClientStatements;
-use super::pump::{pump, PumpEnd};
+use super::pump::{pump, Carried, PumpEnd};
 use super::session::{
     checkout, greet_from_pool, lookup, options, pump_end, report_changes, run_on_server,
     set_cancel_target, wait_for_client, Client, Next,
 };
 use super::settings::{ClientSettings, SqlCommand};
+use crate::sql::{PinReason, PinSet};
 
 /// Runs a transaction-mode session to its end.
 pub async fn run(
@@ -29,15 +31,18 @@ pub async fn run(
     client: &Client<'_>,
 ) -> Result<PumpEnd, ClientError> {
     let mut pools = PoolCache::default();
-    let greeted = greet_from_pool(cluster, endpoint, conn, client, &mut pools).await?;
+    let mut greeted = greet_from_pool(cluster, endpoint, conn, client, &mut pools).await?;
     // Back to the pool before the client is waited for.
-    drop(greeted.held);
+    if let Some((_slot, server)) = greeted.held.take() {
+        server.finish(Release::Reuse);
+    }
     let (mut settings, baseline) = (greeted.settings, greeted.baseline);
     let spellings = &cluster.pools.spellings;
     let mut warned = false;
     let mut statements = ClientStatements::default();
+    let mut pins = Pins::default();
+    let on_pin = |new: PinSet, lost: Option<&'static str>| pinned(cluster, client, new, lost);
     let mut view = View::new(cluster, endpoint);
-    let max_prepared = view.config.pool.max_prepared_statements;
     loop {
         // Brought up to date each time: a reload changes the timeouts of running
         // clients too. One atomic load when nothing changed.
@@ -67,15 +72,20 @@ pub async fn run(
             }
         }
         let target = set_cancel_target(client.cancel, &server);
-        // Closed unless the pump says otherwise, as in session mode.
-        server.release = Release::Close;
-        let named = (max_prepared > 0).then_some((&mut statements, max_prepared));
-        let result = pump(conn, &mut server, opts, named, &endpoint.stats).await;
+        let carried = Carried {
+            statements: &mut statements,
+            max_prepared: view.config.pool.max_prepared_statements,
+            pins: &mut pins,
+            pin_mode: view.config.pool.pin,
+            on_pin: &on_pin,
+        };
+        let result = pump(conn, &mut server, opts, Some(carried), &endpoint.stats).await;
         client.info.set(ClientState::Idle, None);
-        server.release = result.release;
+        client.info.set_pins(pins.reasons());
+        let mut release = result.release;
         drop(target);
         if server.cancel_gate.busy() && !server.cancel_gate.settle().await {
-            server.release = Release::Close;
+            release = Release::Close;
         }
         if result.untracked_set && !warned {
             warned = true;
@@ -104,19 +114,22 @@ pub async fn run(
                 let settings_dirty = result.settings_dirty && !reset;
                 if settings_dirty || result.statements_dirty {
                     let max = conn.max_message;
-                    clean_up(&mut server, settings_dirty, result.statements_dirty, max).await;
+                    if !clean_up(&mut server, settings_dirty, result.statements_dirty, max).await {
+                        release = Release::Close;
+                    }
                 }
                 if reset {
                     // RESET brings startup settings back on PostgreSQL; here they were
                     // set after login, so set them again, and tell the client.
                     resync(conn, &mut server, &mut settings).await?;
                 }
+                server.finish(release);
             }
             PumpEnd::ServerClosed if result.recoverable => {
                 // Failover or a server crash between statements of no transaction
                 // block: the client's requests fail, the client stays.
-                server.release = Release::Close;
-                let addr = &server.pool().node.addr;
+                let addr = server.pool().node.addr.clone();
+                server.finish(Release::Close);
                 let text = format!(
                     "server connection to {addr} lost; the statement did not complete, retry it"
                 );
@@ -134,14 +147,45 @@ pub async fn run(
                 warn!(node = %addr, "server connection lost; the client goes on");
             }
             end => {
-                // Leaving: a connection with state pgfleet cannot undo is not reused.
-                if dirty {
-                    server.release = Release::Close;
+                // Leaving: a connection with state pgfleet cannot undo is not reused;
+                // one with state `server_reset_query` undoes is reset first.
+                if pins.reasons().contains(PinReason::Load) {
+                    release = Release::Close;
+                } else if pins.any() {
+                    release = release.with_session_state();
+                } else if dirty {
+                    release = Release::Close;
                 }
-                return pump_end(end, &server);
+                if let Some(why) = result.lost {
+                    info!(why, "server connection closed: its protocol state was lost");
+                }
+                let end = pump_end(end, &server);
+                server.finish(release);
+                return end;
             }
         }
     }
+}
+
+/// Logs and counts the reasons that newly pin `client` (and why the protocol state was
+/// lost, for `PinReason::Protocol`), and shows them in `SHOW CLIENTS`.
+fn pinned(cluster: &ClusterState, client: &Client<'_>, new: PinSet, lost: Option<&'static str>) {
+    for reason in new.iter() {
+        cluster.count_pin(reason);
+        match lost {
+            Some(why) => warn!(
+                reason = reason.name(),
+                why, "client pinned to its server connection: pgfleet lost track of the protocol; the connection is closed when the client leaves"
+            ),
+            None => info!(
+                reason = reason.name(),
+                "client pinned to its server connection: it {}", reason.what()
+            ),
+        }
+    }
+    let mut all = client.info.pins();
+    all = all.union(new);
+    client.info.set_pins(all);
 }
 
 /// Applies the client's settings on `server` after a RESET, and sends the client the
@@ -156,7 +200,6 @@ async fn resync(
     };
     let before = server.params.clone();
     run_on_server(conn, server, &sql).await?;
-    server.release = Release::Reuse;
     server.applied = settings.unreported.clone();
     report_changes(conn, lookup(&before), &server.params).await?;
     settings.snapshot(server);
@@ -165,8 +208,8 @@ async fn resync(
 
 /// Undoes on a server connection what the client did that pgfleet cannot carry over:
 /// settings it does not know of (RESET ALL), prepared statements it lost track of
-/// (DEALLOCATE ALL). The connection is closed if that fails.
-async fn clean_up(server: &mut PooledConn, settings: bool, statements: bool, max: usize) {
+/// (DEALLOCATE ALL). False if that failed: the connection is to be closed.
+async fn clean_up(server: &mut PooledConn, settings: bool, statements: bool, max: usize) -> bool {
     let mut sql = Vec::new();
     if settings {
         sql.push("RESET ALL");
@@ -182,7 +225,8 @@ async fn clean_up(server: &mut PooledConn, settings: bool, statements: bool, max
             if statements {
                 server.prepared.clear();
             }
+            true
         }
-        _ => server.release = Release::Close,
+        _ => false,
     }
 }

@@ -116,6 +116,7 @@ fn registry(state: &State, topology: &Topology) -> Registry {
     member_metrics(&mut r, topology);
     pools(&mut r, topology);
     errors(&mut r, topology);
+    pins(&mut r, topology);
     auth_query(&mut r, topology);
     r
 }
@@ -149,6 +150,24 @@ fn errors(r: &mut Registry, topology: &Topology) {
         "pgfleet_client_errors",
         "ErrorResponses pgfleet itself sent clients (refusals, timeouts, lost servers), by SQLSTATE",
         sent,
+    );
+}
+
+fn pins(r: &mut Registry, topology: &Topology) {
+    let pinned = Family::<Vec<(&'static str, String)>, Counter>::default();
+    for cluster in &topology.clusters {
+        for (reason, n) in cluster.pins() {
+            let labels = vec![
+                ("cluster", cluster.name.clone()),
+                ("reason", reason.name().to_owned()),
+            ];
+            pinned.get_or_create(&labels).inc_by(n);
+        }
+    }
+    r.register(
+        "pgfleet_pinned_clients",
+        "Transaction-mode clients pinned to their server connection by session state, by reason (a client counts once per reason)",
+        pinned,
     );
 }
 

@@ -18,6 +18,8 @@ struct Status {
     now_ms: u64,
     clients: usize,
     max_clients: usize,
+    /// Transaction-mode clients pinned to their server connection now, by reason.
+    pinned: Vec<(&'static str, usize)>,
     clusters: Vec<ClusterStatus>,
 }
 
@@ -61,6 +63,7 @@ pub fn json(state: &State, topology: &Topology) -> String {
             .map_or(0, millis),
         clients: state.client_slots.in_use(),
         max_clients,
+        pinned: pinned_now(state),
         clusters: topology
             .clusters
             .iter()
@@ -97,6 +100,21 @@ pub fn json(state: &State, topology: &Topology) -> String {
     };
     // Serializing plain structs of strings and numbers cannot fail.
     serde_json::to_string(&status).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// Clients pinned now, by reason (reasons no client has are left out).
+fn pinned_now(state: &State) -> Vec<(&'static str, usize)> {
+    let clients = state.clients.all();
+    crate::sql::PinReason::ALL
+        .iter()
+        .map(|r| {
+            (
+                r.name(),
+                clients.iter().filter(|c| c.pins().contains(*r)).count(),
+            )
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }
 
 fn millis(d: Duration) -> u64 {

@@ -12,12 +12,33 @@ use super::{Pool, ServerConn};
 pub enum Release {
     /// Transaction mode, between transactions: back to the pool as it is, at once.
     Reuse,
-    /// Idle, no transaction open: reset (session mode) and reuse.
-    Clean,
-    /// Idle inside a transaction block: roll back, reset and reuse.
-    Rollback,
-    /// In the middle of something (a query, COPY) or broken: close it.
+    /// Idle, no transaction open: reset (in session mode, or when the client left
+    /// `session_state` behind: `server_reset_query`) and reuse.
+    Clean { session_state: bool },
+    /// Idle inside a transaction block: roll back, then as `Clean`.
+    Rollback { session_state: bool },
+    /// In the middle of something (a query, COPY), out of step, or broken: close it.
     Close,
+}
+
+impl Release {
+    /// The same, for a client that left session state behind (pinned): the connection
+    /// must be reset with `server_reset_query` whatever the pool mode.
+    pub fn with_session_state(self) -> Release {
+        match self {
+            Release::Clean { .. } => Release::Clean {
+                session_state: true,
+            },
+            Release::Rollback { .. } => Release::Rollback {
+                session_state: true,
+            },
+            // A pinned client's connection is never handed on as it is.
+            Release::Reuse => Release::Clean {
+                session_state: true,
+            },
+            Release::Close => Release::Close,
+        }
+    }
 }
 
 /// A server connection checked out of a pool.
@@ -28,8 +49,9 @@ pub struct PooledConn {
     /// When the connection reaches `server_lifetime` (`None`: beyond any clock), as the
     /// settings were at checkout: read when it comes back, without loading them again.
     expires: Option<Instant>,
-    /// Set by the session before dropping the guard; `Close` unless it says otherwise.
-    pub release: Release,
+    /// How `finish` lets it go; a guard dropped without `finish` closes the connection
+    /// (a client task ended mid-transaction: nothing proves it idle).
+    release: Release,
 }
 
 impl PooledConn {
@@ -40,6 +62,12 @@ impl PooledConn {
             expires,
             release: Release::Close,
         }
+    }
+
+    /// Gives the connection back as `release` says: the one way a connection goes back
+    /// to its pool.
+    pub fn finish(mut self, release: Release) {
+        self.release = release;
     }
 
     /// The pool this connection belongs to.
@@ -142,8 +170,10 @@ async fn give_back(mut conn: Box<ServerConn>, slot: Slot, release: Release) {
         _ if !settled => false,
         Release::Close => false,
         Release::Reuse => true,
-        Release::Rollback => run(pool, &mut conn, "ROLLBACK").await && reset(pool, &mut conn).await,
-        Release::Clean => reset(pool, &mut conn).await,
+        Release::Rollback { session_state } => {
+            run(pool, &mut conn, "ROLLBACK").await && reset(pool, &mut conn, session_state).await
+        }
+        Release::Clean { session_state } => reset(pool, &mut conn, session_state).await,
     };
     let now = Instant::now();
     if reusable && pool.still_good(&conn, &pool.config(), now) {
@@ -154,13 +184,20 @@ async fn give_back(mut conn: Box<ServerConn>, slot: Slot, release: Release) {
     }
 }
 
-/// Runs `server_reset_query` in session mode. In transaction mode the next client's
-/// settings are synced onto the connection instead (and its prepared statements kept).
-async fn reset(pool: &Pool, conn: &mut ServerConn) -> bool {
+/// Runs `server_reset_query` in session mode, or after a client that left
+/// `session_state` (a connection that then cannot be reset is not reused). In
+/// transaction mode the next client's settings are synced onto the connection instead
+/// (and its prepared statements kept).
+async fn reset(pool: &Pool, conn: &mut ServerConn, session_state: bool) -> bool {
     let config = pool.config();
     let q = &config.server_reset_query;
-    if pool.key.mode == crate::config::PoolMode::Transaction || q.is_empty() {
+    let transaction = pool.key.mode == crate::config::PoolMode::Transaction;
+    if !session_state && (transaction || q.is_empty()) {
         return true;
+    }
+    if q.is_empty() {
+        tracing::info!(node = %pool.node.addr, "server connection closed: its client left session state and server_reset_query is empty");
+        return false;
     }
     if !run(pool, conn, q).await {
         return false;

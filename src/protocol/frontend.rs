@@ -1,7 +1,75 @@
-//! Parsing the authentication messages a client sends (all use type byte `p`).
+//! Client messages: parsing the authentication messages a client sends (all use type
+//! byte `p`), and building the messages pgfleet sends to servers in a client's name
+//! (Parse, Bind, Describe and Close of a statement under pgfleet's name, Query).
+
+use bytes::{BufMut, BytesMut};
 
 use super::frame::{body, read_cstr};
 use super::ProtocolError;
+
+/// Appends one message: `tag`, its length, then what `fill` writes.
+fn message(out: &mut BytesMut, tag: u8, fill: impl FnOnce(&mut BytesMut)) {
+    let start = out.len();
+    out.put_u8(tag);
+    out.put_u32(0);
+    fill(out);
+    let len = (out.len() - start - 1) as u32;
+    out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+}
+
+fn put_cstr(out: &mut BytesMut, s: &[u8]) {
+    out.put_slice(s);
+    out.put_u8(0);
+}
+
+/// A Parse of statement `name`; `rest` is what follows the name in a client's Parse
+/// (query text, parameter count and types), copied as it is.
+pub fn parse(out: &mut BytesMut, name: &str, rest: &[u8]) {
+    message(out, b'P', |out| {
+        put_cstr(out, name.as_bytes());
+        out.put_slice(rest);
+    });
+}
+
+/// A Parse of statement `name` with `sql` and no parameter types.
+pub fn parse_sql(out: &mut BytesMut, name: &str, sql: &str) {
+    message(out, b'P', |out| {
+        put_cstr(out, name.as_bytes());
+        put_cstr(out, sql.as_bytes());
+        out.put_u16(0);
+    });
+}
+
+/// A Bind of `portal` to statement `name`; `rest` is what follows the statement name in
+/// a client's Bind (formats, parameters, result formats), copied as it is.
+pub fn bind(out: &mut BytesMut, portal: &[u8], name: &str, rest: &[u8]) {
+    message(out, b'B', |out| {
+        put_cstr(out, portal);
+        put_cstr(out, name.as_bytes());
+        out.put_slice(rest);
+    });
+}
+
+/// A Describe of statement `name`.
+pub fn describe_statement(out: &mut BytesMut, name: &str) {
+    message(out, b'D', |out| {
+        out.put_u8(b'S');
+        put_cstr(out, name.as_bytes());
+    });
+}
+
+/// A Close of statement `name`.
+pub fn close_statement(out: &mut BytesMut, name: &str) {
+    message(out, b'C', |out| {
+        out.put_u8(b'S');
+        put_cstr(out, name.as_bytes());
+    });
+}
+
+/// A simple Query.
+pub fn query(out: &mut BytesMut, sql: &str) {
+    message(out, b'Q', |out| put_cstr(out, sql.as_bytes()));
+}
 
 /// A PasswordMessage's password (md5 or cleartext response), without its NUL.
 pub fn parse_password(message: &[u8]) -> Result<&[u8], ProtocolError> {
@@ -47,6 +115,35 @@ mod tests {
     use super::*;
     use bytes::BytesMut;
     use postgres_protocol::message::frontend as fe;
+
+    #[test]
+    fn built_messages_match_postgres_protocol() {
+        let (mut ours, mut theirs) = (BytesMut::new(), BytesMut::new());
+        query(&mut ours, "select 1");
+        fe::query("select 1", &mut theirs).unwrap();
+        assert_eq!(ours, theirs);
+        ours.clear();
+        theirs.clear();
+        parse_sql(&mut ours, "s1", "select $1");
+        fe::parse("s1", "select $1", std::iter::empty(), &mut theirs).unwrap();
+        assert_eq!(ours, theirs);
+        ours.clear();
+        parse(&mut ours, "s1", b"select $1\0\0\0");
+        assert_eq!(ours, theirs);
+        ours.clear();
+        theirs.clear();
+        close_statement(&mut ours, "s1");
+        fe::close(b'S', "s1", &mut theirs).unwrap();
+        assert_eq!(ours, theirs);
+        ours.clear();
+        theirs.clear();
+        describe_statement(&mut ours, "s1");
+        fe::describe(b'S', "s1", &mut theirs).unwrap();
+        assert_eq!(ours, theirs);
+        ours.clear();
+        bind(&mut ours, b"p", "s1", b"\0\0\0\0\0\0");
+        assert_eq!(&ours[..], b"B\0\0\0\x0fp\0s1\0\0\0\0\0\0\0");
+    }
 
     #[test]
     fn password() {

@@ -8,9 +8,11 @@ pub mod frame;
 pub mod frontend;
 pub mod sqlstate;
 pub mod startup;
+pub mod tags;
 
 pub use frame::{next_message, MessageHeader};
 pub use startup::{parse_startup, StartupPacket};
+pub use tags::{Backend, Frontend};
 
 /// Why bytes from a peer could not be understood.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]

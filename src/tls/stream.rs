@@ -155,6 +155,11 @@ impl Stream {
 }
 
 impl WriteHalf<'_> {
+    /// Whether written bytes wait in a buffer until flushed (TLS records).
+    pub fn buffers(&self) -> bool {
+        matches!(self, WriteHalf::Tls(_))
+    }
+
     /// `Stream::send` for one half.
     pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.write_all(bytes).await?;

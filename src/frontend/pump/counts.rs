@@ -1,42 +1,47 @@
 //! The pump's traffic counters, added to the pool's statistics in batches.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use crate::pool::PoolStats;
 
 /// Traffic of this pump, added to the pool's shared counters every `FLUSH_EVERY`
 /// batches and at the end: no shared cache line written per round trip.
 #[derive(Debug, Default)]
 pub(super) struct Counts {
-    pub(super) received: AtomicU64,
-    sent: AtomicU64,
-    queries: AtomicU64,
-    xacts: AtomicU64,
-    batches: AtomicU64,
+    received: u64,
+    sent: u64,
+    queries: u64,
+    xacts: u64,
+    batches: u64,
 }
 
 const FLUSH_EVERY: u64 = 64;
 
 impl Counts {
-    pub(super) fn sent(&self, bytes: usize, queries: u64, xacts: u64, stats: &[&PoolStats]) {
-        self.sent.fetch_add(bytes as u64, Ordering::Relaxed);
-        self.queries.fetch_add(queries, Ordering::Relaxed);
-        self.xacts.fetch_add(xacts, Ordering::Relaxed);
-        if self.batches.fetch_add(1, Ordering::Relaxed) + 1 >= FLUSH_EVERY {
+    /// Bytes written to the server.
+    pub(super) fn received(&mut self, bytes: usize) {
+        self.received += bytes as u64;
+    }
+
+    /// Bytes written to the client, and the requests and transactions they ended.
+    pub(super) fn sent(&mut self, bytes: usize, stats: &[&PoolStats]) {
+        self.sent += bytes as u64;
+        self.batches += 1;
+        if self.batches >= FLUSH_EVERY {
             self.flush(stats);
         }
     }
 
+    /// A ReadyForQuery passed: one request answered, a transaction ended if `idle`.
+    pub(super) fn answered(&mut self, idle: bool) {
+        self.queries += 1;
+        self.xacts += u64::from(idle);
+    }
+
     /// Adds the traffic counted since the last flush to each of `stats`.
-    pub(super) fn flush(&self, stats: &[&PoolStats]) {
-        self.batches.store(0, Ordering::Relaxed);
-        let received = self.received.swap(0, Ordering::Relaxed) as usize;
-        let sent = self.sent.swap(0, Ordering::Relaxed) as usize;
-        let queries = self.queries.swap(0, Ordering::Relaxed);
-        let xacts = self.xacts.swap(0, Ordering::Relaxed);
+    pub(super) fn flush(&mut self, stats: &[&PoolStats]) {
+        let this = std::mem::take(self);
         for s in stats {
-            s.add_received(received);
-            s.add_sent(sent, queries, xacts);
+            s.add_received(this.received as usize);
+            s.add_sent(this.sent as usize, this.queries, this.xacts);
         }
     }
 }

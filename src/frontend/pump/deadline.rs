@@ -1,20 +1,21 @@
-//! The timeouts the server side of the pump waits with.
+//! The timeouts the pump waits with.
 
 use std::time::Instant;
 
 use super::{PumpEnd, PumpOptions};
-use crate::frontend::track::Track;
+use crate::frontend::track::Tracker;
 
-/// When the current wait for the server times out, and as what.
+/// When the pump's current wait times out, and as what: an idle timeout while the
+/// server waits for the client, `query_timeout` while the client waits for the server.
 pub(super) fn next_deadline(
-    track: &Track,
+    track: &Tracker,
     opts: &PumpOptions,
     idle_since: Option<Instant>,
 ) -> Option<(Instant, PumpEnd)> {
-    if track.quiet() || track.idle_unsynced() {
-        let (limit, end) = match track.status() {
-            b'I' if track.quiet() => (opts.client_idle_timeout?, PumpEnd::ClientIdle),
-            _ => (opts.idle_transaction_timeout?, PumpEnd::IdleInTransaction),
+    if track.quiet() {
+        let (limit, end) = match track.idle_in_transaction() {
+            true => (opts.idle_transaction_timeout?, PumpEnd::IdleInTransaction),
+            false => (opts.client_idle_timeout?, PumpEnd::ClientIdle),
         };
         Some((idle_since? + limit, end))
     } else {
@@ -23,8 +24,4 @@ pub(super) fn next_deadline(
             PumpEnd::QueryTimeout,
         ))
     }
-}
-
-pub(super) fn same(a: &PumpEnd, b: &PumpEnd) -> bool {
-    std::mem::discriminant(a) == std::mem::discriminant(b)
 }

@@ -1,34 +1,42 @@
 //! The message pump: forwards whole messages both ways between a client and its server
-//! connection, one write per batch, straight from the read buffers (no copy, no
-//! allocation per message), and keeps track of where the server is in the protocol.
+//! connection, straight from the read buffers (no copy, no allocation per message), and
+//! follows where the server is in the protocol (`Tracker`).
 //!
-//! In transaction mode it returns as soon as the server is idle outside a transaction,
-//! so the connection can go back to the pool. The idle and query timeouts are watched on
-//! the server side of the pump: while the server has nothing to send, that read waits.
+//! One future owns all of it: it waits at once for either socket to be readable and
+//! for either to take what is waiting for it, so neither direction can stall the other
+//! (a client pipelining a long batch while the server answers it), and the protocol
+//! state is a plain value only this loop touches.
+//!
+//! In transaction mode it returns as soon as the tracker can prove the server idle and
+//! in step outside a transaction, with nothing left to send either way, so the
+//! connection can go back to the pool.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
-use tokio::io::AsyncReadExt;
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::pool::{record_parameter, PoolStats, PooledConn, Release};
 use crate::protocol::frame::{announced_size, body};
-use crate::protocol::{next_message, ProtocolError};
+use crate::protocol::{next_message, Backend, Frontend, ProtocolError};
+use crate::tls::WriteHalf;
 
 use super::conn::ClientConn;
-use super::prepared::{ClientStatements, Expect, Expected, Rewriter};
+use super::pin::{self, PinMode, Pins};
+use super::prepared::{ClientStatements, Rewriter};
 use super::settings::SqlCommand;
-use super::track::Track;
+use super::track::{Answer, Sent, Tracker};
+use crate::sql::{PinReason, PinSet};
 
 mod counts;
 mod deadline;
 /// Also driven by `frontend::fuzzing`.
 pub(super) mod inspect;
+mod outbox;
 
 use counts::Counts;
-use deadline::{next_deadline, same};
-use inspect::{pop_expected, rewrite, settle, watch_session_command};
+use deadline::next_deadline;
+use inspect::{rewrite, session_command};
 
 /// Why the pump stopped.
 #[derive(Debug)]
@@ -54,6 +62,9 @@ pub enum PumpEnd {
     ServerClosed,
     /// The server sent bytes that are not the protocol.
     ServerProtocol(ProtocolError),
+    /// pgfleet lost track of the server's protocol state and would have to add
+    /// messages whose answers it could not tell from the client's.
+    OutOfStep(&'static str),
 }
 
 /// How the pump runs for one client.
@@ -64,6 +75,20 @@ pub struct PumpOptions {
     pub client_idle_timeout: Option<Duration>,
     pub idle_transaction_timeout: Option<Duration>,
     pub query_timeout: Option<Duration>,
+}
+
+/// What a transaction-mode client carries from one server connection to the next.
+pub struct Carried<'a> {
+    /// The client's named prepared statements.
+    pub statements: &'a mut ClientStatements,
+    /// The most statements a server connection keeps.
+    pub max_prepared: usize,
+    /// Session state that ties the client to its server connection.
+    pub pins: &'a mut Pins,
+    pub pin_mode: PinMode,
+    /// Told of reasons that newly pin the client (with the lost state's cause for
+    /// `PinReason::Protocol`).
+    pub on_pin: &'a (dyn Fn(PinSet, Option<&'static str>) + Sync),
 }
 
 /// What the pump leaves behind.
@@ -93,262 +118,284 @@ pub struct PumpResult {
     /// sent whole: nothing of the client's can have half-run, the client may go on with
     /// another server connection.
     pub recoverable: bool,
+    /// Why the protocol state was lost, if it was: the connection is never reused.
+    pub lost: Option<&'static str>,
 }
 
-/// Pumps until either side ends (or, in transaction mode, the transaction ends).
-/// `statements` (transaction mode) are the client's named prepared statements and the
-/// most a server connection keeps. Traffic is counted on the pool's statistics and on
-/// `endpoint`'s.
+/// The most bytes waiting for a peer before the pump stops reading from the other.
+const BACKLOG: usize = 256 << 10;
+
+/// Pumps until either side ends (or, in transaction mode, the transaction ends and
+/// nothing pins the client to the connection). `carried` is given in transaction mode.
+/// Traffic is counted on the pool's statistics and on `endpoint`'s.
 pub async fn pump(
     client: &mut ClientConn,
     server: &mut PooledConn,
     opts: PumpOptions,
-    statements: Option<(&mut ClientStatements, usize)>,
+    carried: Option<Carried<'_>>,
     endpoint: &PoolStats,
 ) -> PumpResult {
     let max = client.max_message;
     let (pool, sc) = server.with_pool();
     let stats = [&pool.stats, endpoint];
-    let track = Track::new(opts.query_timeout.is_some());
-    let counts = Counts::default();
-    let wake = tokio::sync::Notify::new();
-    let done_wanted = AtomicBool::new(false);
-    let expected = Expected::default();
-    let untracked_set = AtomicBool::new(false);
-    let params_seen = AtomicBool::new(false);
+    let mut track = Tracker::new(opts.query_timeout.is_some());
+    let mut counts = Counts::default();
     let (mut sr, mut sw) = sc.stream.split();
     let (sbuf, params) = (&mut sc.buf, &mut sc.params);
-    let mut rewriter = statements.map(|(client, max_prepared)| Rewriter {
-        client,
-        server: &mut sc.prepared,
-        expected: &expected,
-        max_prepared,
-        epoch: 0,
-        bound_command: None,
-    });
+    let (mut rewriter, mut pinning) = match carried {
+        Some(c) => {
+            let rewriter = (c.max_prepared > 0).then_some(Rewriter {
+                client: c.statements,
+                server: &mut sc.prepared,
+                max_prepared: c.max_prepared,
+            });
+            (rewriter, Some((c.pins, c.pin_mode, c.on_pin)))
+        }
+        None => (None, None),
+    };
     let (mut cr, mut cw) = client.stream.split();
     let cbuf = &mut client.buf;
+    // What waits to be written to each side.
+    let (mut to_server, mut to_client) = (BytesMut::new(), BytesMut::new());
+    let mut changed = BytesMut::new();
+    // Why each refused statement was refused, in the order the server answers them.
+    let mut refusals = std::collections::VecDeque::new();
+    let mut terminated = false;
+    let mut untracked_set = false;
+    let mut params_changed = false;
+    // A write to the server failed part-way: the server may hold half a message.
+    let mut broken_write = false;
+    // TLS keeps what was written until flushed.
+    let (mut flush_server, mut flush_client) = (false, false);
+    let idle_timed = opts.client_idle_timeout.is_some() || opts.idle_transaction_timeout.is_some();
+    let now = || idle_timed.then(Instant::now);
+    let mut idle_since = now();
 
-    let client_to_server = async {
-        // Rewritten batches are built here; untouched ones go straight from `cbuf`.
-        let (mut out, mut tmp) = (BytesMut::new(), BytesMut::new());
-        loop {
-            let mut off = 0;
-            let mut copied = 0;
-            let mut terminated = false;
-            loop {
-                match next_message(&cbuf[off..], max) {
-                    Ok(Some(h)) => {
-                        if h.tag == b'X' {
-                            terminated = true;
-                            break;
-                        }
-                        let m = &cbuf[off..off + h.total];
-                        if matches!(h.tag, b'Q' | b'P') {
-                            let named = rewriter.is_some();
-                            watch_session_command(&track, m, named, &untracked_set);
-                        }
-                        if let Some(rw) = rewriter.as_mut() {
-                            if rewrite(rw, m, &mut tmp) {
-                                out.extend_from_slice(&cbuf[copied..off]);
-                                out.extend_from_slice(&tmp);
-                                tmp.clear();
-                                copied = off + h.total;
-                            }
-                            if let Some(command) = rw.bound_command.take() {
-                                track.session_command(command);
-                            }
-                            if matches!(h.tag, b'Q' | b'S' | b'F') {
-                                rw.epoch += 1;
-                            }
-                        }
-                        let was_quiet = track.quiet();
-                        track.client_message(h.tag);
-                        if was_quiet && !track.quiet() && opts.query_timeout.is_some() {
-                            wake.notify_one();
-                        }
-                        off += h.total;
-                    }
-                    Ok(None) => break,
-                    Err(e) => return PumpEnd::ClientProtocol(e),
+    let end = 'pump: loop {
+        // The client's whole messages: recorded, rewritten where needed, queued.
+        let mut run = 0;
+        while !terminated && track.has_room() {
+            let h = match next_message(&cbuf[run..], max) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => break 'pump PumpEnd::ClientProtocol(e),
+            };
+            let kind = Frontend::from_tag(h.tag);
+            match kind {
+                Frontend::Terminate => {
+                    terminated = true;
+                    break;
                 }
-            }
-            if off > 0 {
-                track.set_writing(true);
-                let sent = if out.is_empty() {
-                    sw.send(&cbuf[..off]).await
-                } else {
-                    out.extend_from_slice(&cbuf[copied..off]);
-                    let r = sw.send(&out).await;
-                    out.clear();
-                    r
-                };
-                if sent.is_err() {
-                    // `writing` stays set: part of this batch may have reached the server.
-                    return PumpEnd::ServerClosed;
-                }
-                track.set_writing(false);
-                cbuf.advance(off);
-                counts.received.fetch_add(off as u64, Ordering::Relaxed);
-                // The server finished the transaction while this side was writing.
-                if done_wanted.load(Ordering::Relaxed) && track.quiet() && track.status() == b'I' {
-                    return PumpEnd::TransactionDone;
-                }
-            }
-            if terminated {
-                return PumpEnd::ClientTerminated;
-            }
-            make_room(cbuf, max);
-            match cr.read_buf(cbuf).await {
-                Ok(0) | Err(_) => return PumpEnd::ClientClosed,
-                Ok(_) => {}
-            }
-        }
-    };
-
-    let server_to_client = async {
-        // Read only when an idle timeout needs it.
-        let idle_timed =
-            opts.client_idle_timeout.is_some() || opts.idle_transaction_timeout.is_some();
-        let now = || idle_timed.then(Instant::now);
-        let mut idle_since = now();
-        let mut answered: u64 = 0;
-        let mut out = BytesMut::new();
-        loop {
-            loop {
-                let deadline = next_deadline(&track, &opts, idle_since);
-                if deadline.is_none() && opts.query_timeout.is_none() {
-                    match sr.read_buf(sbuf).await {
-                        Ok(0) | Err(_) => return PumpEnd::ServerClosed,
-                        Ok(_) => break,
-                    }
-                }
-                // With a query_timeout, a request the client sends while this side
-                // waits with no (or an idle) deadline wakes it to take the new one.
-                let wait = async {
-                    match &deadline {
-                        Some((at, _)) => tokio::time::sleep_until((*at).into()).await,
-                        None => std::future::pending::<()>().await,
-                    }
-                };
-                tokio::select! {
-                    read = sr.read_buf(sbuf) => match read {
-                        Ok(0) | Err(_) => return PumpEnd::ServerClosed,
-                        Ok(_) => break,
-                    },
-                    _ = wake.notified(), if opts.query_timeout.is_some() => {}
-                    // The state may have moved on meanwhile: only end if it still holds.
-                    _ = wait => match (deadline, next_deadline(&track, &opts, idle_since)) {
-                        (Some((_, end)), Some((at2, end2))) if at2 <= Instant::now() && same(&end, &end2) => {
-                            return end
-                        }
-                        _ => {}
-                    },
-                }
-            }
-            let mut off = 0;
-            let mut copied = 0;
-            let (mut queries, mut xacts) = (0u64, 0u64);
-            loop {
-                match next_message(&sbuf[off..], max) {
-                    Ok(Some(h)) => {
-                        let m = &sbuf[off..off + h.total];
-                        let (mut swallow, mut convert) = (false, false);
-                        match h.tag {
-                            b'Z' => {
-                                let status = body(m).first().copied().unwrap_or(b'I');
-                                track.ready_for_query(status);
-                                if settle(&expected, |e| e.epoch <= answered) {
-                                    track.statements_unsure();
-                                }
-                                answered += 1;
-                                queries += 1;
-                                xacts += u64::from(status == b'I');
-                            }
-                            b'1' | b'3' => match pop_expected(&expected) {
-                                Some(Expect { injected: true, .. }) => swallow = true,
-                                Some(Expect { as_parse: true, .. }) => convert = true,
-                                _ => {}
-                            },
-                            b'E' => {
-                                track.server_error();
-                                // The server skips to the next Sync: nothing more comes
-                                // for this batch's Parse and Close messages.
-                                if settle(&expected, |e| e.epoch <= answered) {
-                                    track.statements_unsure();
-                                }
-                            }
-                            b'G' => track.copy_in_started(),
-                            b'C' => track.command_complete(body(m)),
-                            b'S' => {
-                                record_parameter(params, body(m));
-                                params_seen.store(true, Ordering::Relaxed);
-                            }
-                            _ => {}
-                        }
-                        if swallow {
-                            out.extend_from_slice(&sbuf[copied..off]);
-                            copied = off + h.total;
-                        }
-                        if convert {
-                            // CloseComplete standing in for the client's ParseComplete.
-                            sbuf[off] = b'1';
-                        }
-                        off += h.total;
-                    }
-                    Ok(None) => break,
-                    Err(e) => return PumpEnd::ServerProtocol(e),
-                }
-            }
-            if off > 0 {
-                let sent = if copied == 0 {
-                    cw.send(&sbuf[..off]).await
-                } else {
-                    out.extend_from_slice(&sbuf[copied..off]);
-                    let r = if out.is_empty() {
-                        Ok(())
-                    } else {
-                        cw.send(&out).await
+                Frontend::Other(tag) => {
+                    let e = ProtocolError::Unexpected {
+                        expected: "a query, extended-protocol or COPY message",
+                        got: tag,
                     };
-                    out.clear();
-                    r
+                    break 'pump PumpEnd::ClientProtocol(e);
+                }
+                _ => {}
+            }
+            let m = &cbuf[run..run + h.total];
+            if let Some((pins, pin_mode, on_pin)) = pinning.as_mut() {
+                let state = match kind {
+                    Frontend::Query | Frontend::Parse | Frontend::FunctionCall => {
+                        pin::message_state(m)
+                    }
+                    _ => PinSet::default(),
                 };
-                if sent.is_err() {
-                    return PumpEnd::ClientClosed;
-                }
-                sbuf.advance(off);
-                counts.sent(off, queries, xacts, &stats);
-                if queries > 0 {
-                    idle_since = now();
+                match (state.iter().next(), *pin_mode) {
+                    (None, _) => {}
+                    (Some(_), PinMode::Auto) => {
+                        let new = pins.add(state, track.next_seq());
+                        if !new.is_empty() {
+                            on_pin(new, None);
+                        }
+                    }
+                    (Some(reason), PinMode::Error) => {
+                        let sent = pin::refused_message(m, &mut changed);
+                        track.sent(
+                            Sent {
+                                kind: sent,
+                                answer: Answer::Refused,
+                                statement: false,
+                            },
+                            None,
+                        );
+                        refusals.push_back(reason);
+                        outbox::take(&mut to_server, cbuf, run);
+                        outbox::replace(&mut to_server, cbuf, h.total, &changed);
+                        changed.clear();
+                        run = 0;
+                        continue;
+                    }
                 }
             }
-            let idle = track.quiet() && track.status() == b'I' && sbuf.is_empty();
-            if !opts.transaction && idle && !track.writing() && track.reset_done() {
-                return PumpEnd::Resync;
-            }
-            if opts.transaction && idle {
-                // Never release the connection in the middle of a client write (a COPY
-                // the server aborted while data was still going in): the client side
-                // returns once its write is complete.
-                if !track.writing() {
-                    return PumpEnd::TransactionDone;
+            // Session mode follows only the RESETs (its settings are applied again).
+            let command = match kind {
+                Frontend::Query | Frontend::Parse => {
+                    session_command(m, rewriter.is_some(), &mut untracked_set)
+                        .filter(|c| opts.transaction || !matches!(c, SqlCommand::Set { .. }))
                 }
-                done_wanted.store(true, Ordering::Relaxed);
+                _ => None,
+            };
+            let rewritten = match rewriter.as_mut() {
+                Some(rw) => match rewrite(rw, m, &mut changed, &mut track, command.clone()) {
+                    Ok(done) => done,
+                    Err(_) => break 'pump PumpEnd::OutOfStep(track.lost().unwrap_or("lost")),
+                },
+                None => false,
+            };
+            if rewritten {
+                outbox::take(&mut to_server, cbuf, run);
+                outbox::replace(&mut to_server, cbuf, h.total, &changed);
+                changed.clear();
+                run = 0;
+            } else {
+                track.sent(Sent::client(kind), command);
+                run += h.total;
             }
-            make_room(sbuf, max);
         }
-    };
+        outbox::take(&mut to_server, cbuf, run);
 
-    let end = tokio::select! {
-        end = client_to_server => end,
-        end = server_to_client => end,
+        // The server's whole messages: followed, passed on, swallowed or converted.
+        let mut run = 0;
+        let mut answered = false;
+        loop {
+            let h = match next_message(&sbuf[run..], max) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => break 'pump PumpEnd::ServerProtocol(e),
+            };
+            let msg = Backend::from_tag(h.tag);
+            let b = body(&sbuf[run..run + h.total]);
+            match msg {
+                Backend::ParameterStatus => {
+                    record_parameter(params, b);
+                    params_changed = true;
+                }
+                Backend::ReadyForQuery => {
+                    answered = true;
+                    counts.answered(b.first() == Some(&b'I'));
+                }
+                _ => {}
+            }
+            match track.server(msg, b) {
+                Answer::Forward => run += h.total,
+                Answer::AsParse => {
+                    sbuf[run] = b'1';
+                    run += h.total;
+                }
+                Answer::Swallow => {
+                    outbox::take(&mut to_client, sbuf, run);
+                    outbox::replace(&mut to_client, sbuf, h.total, &[]);
+                    run = 0;
+                }
+                Answer::Refused => {
+                    if let Some(reason) = refusals.pop_front() {
+                        pin::refusal(&mut changed, reason);
+                    }
+                    outbox::take(&mut to_client, sbuf, run);
+                    outbox::replace(&mut to_client, sbuf, h.total, &changed);
+                    changed.clear();
+                    run = 0;
+                }
+            }
+        }
+        if let (Some(why), Some((pins, _, on_pin))) = (track.lost(), pinning.as_mut()) {
+            if !pins.reasons().contains(PinReason::Protocol) {
+                let mut protocol = PinSet::default();
+                protocol.add(PinReason::Protocol);
+                pins.add(protocol, track.next_seq());
+                on_pin(protocol, Some(why));
+            }
+        }
+        outbox::take(&mut to_client, sbuf, run);
+        if answered {
+            idle_since = now();
+        }
+
+        // Where to stop.
+        let settled = to_server.is_empty()
+            && to_client.is_empty()
+            && !flush_server
+            && !flush_client
+            && sbuf.is_empty();
+        if terminated && to_server.is_empty() && !flush_server {
+            break PumpEnd::ClientTerminated;
+        }
+        if settled && track.idle() {
+            match pinning.as_mut() {
+                Some((pins, _, _)) => {
+                    if pins.any() && track.discarded_after(pins.since()) {
+                        pins.clear();
+                    }
+                    if !pins.any() {
+                        break PumpEnd::TransactionDone;
+                    }
+                }
+                None if track.reset_done() => break PumpEnd::Resync,
+                None => {}
+            }
+        }
+
+        // Wait for the next thing either side can do.
+        let deadline = next_deadline(&track, &opts, idle_since);
+        let read_client = !terminated && track.has_room() && to_server.len() < BACKLOG;
+        let read_server = to_client.len() < BACKLOG;
+        make_room(cbuf, max);
+        make_room(sbuf, max);
+        tokio::select! {
+            biased;
+            w = send(&mut sw, &to_server), if !to_server.is_empty() || flush_server => match w {
+                Ok(Some(n)) => {
+                    counts.received(n);
+                    outbox::written(&mut to_server, n);
+                    flush_server = sw.buffers();
+                }
+                Ok(None) => flush_server = false,
+                Err(_) => {
+                    broken_write = true;
+                    break PumpEnd::ServerClosed;
+                }
+            },
+            w = send(&mut cw, &to_client), if !to_client.is_empty() || flush_client => match w {
+                Ok(Some(n)) => {
+                    counts.sent(n, &stats);
+                    outbox::written(&mut to_client, n);
+                    flush_client = cw.buffers();
+                }
+                Ok(None) => flush_client = false,
+                Err(_) => break PumpEnd::ClientClosed,
+            },
+            r = sr.read_buf(sbuf), if read_server => match r {
+                Ok(n) if n > 0 => make_room(sbuf, max),
+                _ => break PumpEnd::ServerClosed,
+            },
+            r = cr.read_buf(cbuf), if read_client => match r {
+                Ok(n) if n > 0 => make_room(cbuf, max),
+                _ => break PumpEnd::ClientClosed,
+            },
+            _ = sleep_until(deadline.as_ref().map(|d| d.0)), if deadline.is_some() => {
+                // The state may have moved on meanwhile: only end if it still holds.
+                if let Some((at, end)) = next_deadline(&track, &opts, idle_since) {
+                    if at <= Instant::now() {
+                        break end;
+                    }
+                }
+            }
+        }
     };
     counts.flush(&stats);
-    let params_changed = params_seen.into_inner();
     if params_changed {
         server.in_step_with = None;
     }
-    let clean = track.quiet() && server.buf.is_empty();
+    let lost = track.lost();
+    let clean = lost.is_none()
+        && track.quiet()
+        && !track.unsynced()
+        && to_server.is_empty()
+        && !broken_write
+        && server.buf.is_empty();
     let release = match end {
         PumpEnd::TransactionDone | PumpEnd::Resync => Release::Reuse,
         PumpEnd::ClientTerminated
@@ -358,19 +405,25 @@ pub async fn pump(
             if clean =>
         {
             match track.status() {
-                b'I' => Release::Clean,
-                _ => Release::Rollback,
+                b'I' => Release::Clean {
+                    session_state: false,
+                },
+                _ => Release::Rollback {
+                    session_state: false,
+                },
             }
         }
         _ => Release::Close,
     };
     let commands = track.take_commands();
+    let owed = track.owed();
     let recoverable = matches!(end, PumpEnd::ServerClosed)
         && opts.transaction
         && track.status() == b'I'
-        && !track.writing();
+        && owed.is_some()
+        && !broken_write;
     PumpResult {
-        unanswered: track.pending(),
+        unanswered: owed.unwrap_or(0),
         recoverable,
         end,
         release,
@@ -379,7 +432,28 @@ pub async fn pump(
         reset_seen: track.reset_seen(),
         params_changed,
         commands,
-        untracked_set: untracked_set.into_inner() || track.untracked_set(),
+        untracked_set: untracked_set || track.untracked_set(),
+        lost,
+    }
+}
+
+/// Writes some of `bytes` (`Some(n)`: how many), or flushes what TLS kept when there
+/// are none (`None`). A write of nothing is a closed connection.
+async fn send(w: &mut WriteHalf<'_>, bytes: &[u8]) -> std::io::Result<Option<usize>> {
+    if bytes.is_empty() {
+        return w.flush().await.map(|()| None);
+    }
+    match w.write(bytes).await? {
+        0 => Err(std::io::ErrorKind::WriteZero.into()),
+        n => Ok(Some(n)),
+    }
+}
+
+/// Sleeps until `at`; `None` never comes (the branch is disabled then).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

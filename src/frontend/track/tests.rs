@@ -1,0 +1,463 @@
+//! The tracker, message sequence by message sequence. Client messages are written by
+//! their type bytes (`"QPBES"`), server messages as space-separated tokens, with
+//! ReadyForQuery as `Z` (idle), `ZT` (in a transaction block) or `ZE` (failed block).
+
+use super::*;
+
+fn send(t: &mut Tracker, tags: &str) {
+    for tag in tags.bytes() {
+        t.sent(Sent::client(Frontend::from_tag(tag)), None);
+    }
+}
+
+fn recv(t: &mut Tracker, messages: &str) -> Vec<Answer> {
+    messages
+        .split_whitespace()
+        .map(|m| {
+            let b = m.as_bytes();
+            let status: &[u8] = match (b[0], b.get(1)) {
+                (b'Z', Some(s)) => std::slice::from_ref(s),
+                (b'Z', None) => b"I",
+                _ => b"",
+            };
+            t.server(Backend::from_tag(b[0]), status)
+        })
+        .collect()
+}
+
+fn at_rest(t: &Tracker) {
+    assert!(t.lost().is_none(), "lost: {:?}", t.lost());
+    assert!(t.idle(), "not idle: {t:?}");
+}
+
+#[test]
+fn simple_query_with_rows() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "Q");
+    assert!(!t.idle());
+    recv(&mut t, "T D D C");
+    assert!(!t.idle());
+    recv(&mut t, "Z");
+    at_rest(&t);
+}
+
+#[test]
+fn pipelined_queries_release_only_after_the_last() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "QQ");
+    recv(&mut t, "T D C Z");
+    assert!(!t.idle(), "a second query is still running");
+    assert_eq!(t.owed(), Some(1));
+    recv(&mut t, "T D C Z");
+    at_rest(&t);
+}
+
+#[test]
+fn transaction_block_is_not_idle() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "Q");
+    recv(&mut t, "C ZT");
+    assert!(!t.idle());
+    assert!(t.idle_in_transaction());
+    send(&mut t, "Q");
+    recv(&mut t, "E ZE");
+    assert!(t.idle_in_transaction());
+    send(&mut t, "Q");
+    recv(&mut t, "C Z");
+    at_rest(&t);
+}
+
+#[test]
+fn extended_batch() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "PBDES");
+    recv(&mut t, "1 2 T D D C");
+    assert!(!t.idle());
+    recv(&mut t, "Z");
+    at_rest(&t);
+}
+
+#[test]
+fn extended_without_sync_holds_an_implicit_transaction() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "PBEH");
+    recv(&mut t, "1 2 C");
+    assert!(t.quiet());
+    assert!(
+        !t.idle(),
+        "unsynced: the server is inside an implicit transaction"
+    );
+    assert!(t.idle_in_transaction());
+    send(&mut t, "S");
+    recv(&mut t, "Z");
+    at_rest(&t);
+}
+
+#[test]
+fn error_mid_pipeline_skips_to_the_sync() {
+    let mut t = Tracker::new(false);
+    // Two batches; the first fails at its second Execute: the server skips the rest
+    // of the batch (a Query in it too) and answers its Sync; the second batch runs.
+    send(&mut t, "PBEBEQBES");
+    send(&mut t, "BES");
+    recv(&mut t, "1 2 C E");
+    assert!(!t.idle());
+    recv(&mut t, "Z");
+    assert!(!t.idle(), "the second batch is still running");
+    recv(&mut t, "2 C Z");
+    at_rest(&t);
+}
+
+#[test]
+fn describe_statement_and_portal() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "PDSBDES");
+    recv(&mut t, "1 t T Z 2 n C Z");
+    at_rest(&t);
+}
+
+#[test]
+fn portal_suspended_and_empty_query() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "PBEES");
+    recv(&mut t, "1 2 D s D C Z");
+    at_rest(&t);
+    send(&mut t, "Q");
+    recv(&mut t, "I Z");
+    at_rest(&t);
+}
+
+#[test]
+fn function_call() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "F");
+    recv(&mut t, "V Z");
+    at_rest(&t);
+    send(&mut t, "F");
+    recv(&mut t, "E Z");
+    at_rest(&t);
+}
+
+#[test]
+fn error_at_sync_commit() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "PBES");
+    recv(&mut t, "1 2 C E Z");
+    at_rest(&t);
+}
+
+#[test]
+fn flush_gets_no_answer() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "PH");
+    recv(&mut t, "1");
+    send(&mut t, "BEHS");
+    recv(&mut t, "2 C Z");
+    at_rest(&t);
+    // At rest, a Flush is answered by nothing: the connection stays idle.
+    send(&mut t, "H");
+    at_rest(&t);
+    send(&mut t, "Q");
+    recv(&mut t, "C Z");
+    at_rest(&t);
+}
+
+#[test]
+fn copy_in_simple() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "Q");
+    recv(&mut t, "G");
+    send(&mut t, "dddc");
+    assert!(!t.idle());
+    recv(&mut t, "C Z");
+    at_rest(&t);
+}
+
+#[test]
+fn copy_in_with_data_sent_before_the_server_answered() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "Qddc");
+    recv(&mut t, "G C Z");
+    at_rest(&t);
+}
+
+#[test]
+fn copy_in_ignores_sync_and_flush_inside() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "Q");
+    recv(&mut t, "G");
+    send(&mut t, "dHdSdc");
+    recv(&mut t, "C Z");
+    at_rest(&t);
+}
+
+#[test]
+fn copy_fail() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "Q");
+    recv(&mut t, "G");
+    send(&mut t, "ddf");
+    recv(&mut t, "E Z");
+    at_rest(&t);
+}
+
+#[test]
+fn copy_aborted_by_the_server_then_more_data() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "Q");
+    recv(&mut t, "G");
+    send(&mut t, "d");
+    recv(&mut t, "E Z");
+    assert!(t.idle(), "the client's next data is ignored by the server");
+    send(&mut t, "ddc");
+    at_rest(&t);
+    // A Sync the client sends once it saw the error is answered.
+    send(&mut t, "S");
+    assert!(!t.idle());
+    recv(&mut t, "Z");
+    at_rest(&t);
+}
+
+#[test]
+fn copy_aborted_with_a_sync_inside_is_lost() {
+    // The reproduction: COPY FROM STDIN, then a bad row and a Sync in one write. The
+    // server answers the failed COPY, and then the Sync, or not: it depends on whether
+    // it read the Sync before the error.
+    let mut t = Tracker::new(false);
+    send(&mut t, "Q");
+    recv(&mut t, "G");
+    send(&mut t, "dS");
+    recv(&mut t, "E Z");
+    assert!(t.lost().is_some());
+    assert!(!t.idle());
+    recv(&mut t, "Z");
+    assert!(!t.idle(), "a lost tracker never says idle");
+}
+
+#[test]
+fn copy_in_extended_ignores_the_sync_after_execute() {
+    let mut t = Tracker::new(false);
+    // libpq pipelines Parse/Bind/Execute/Sync; the Sync arrives inside the COPY.
+    send(&mut t, "PBES");
+    recv(&mut t, "1 2 G");
+    send(&mut t, "ddc");
+    recv(&mut t, "C");
+    assert!(
+        !t.idle(),
+        "the Sync sent inside the COPY was ignored: another is needed"
+    );
+    send(&mut t, "S");
+    recv(&mut t, "Z");
+    at_rest(&t);
+}
+
+#[test]
+fn copy_in_extended_aborted_after_the_sync_that_followed_execute() {
+    // tokio-postgres: Bind, Execute, Sync; the data; the server rejects a row. The
+    // Sync was read inside the COPY (before any data), so ignored.
+    let mut t = Tracker::new(false);
+    send(&mut t, "BES");
+    recv(&mut t, "2 G");
+    send(&mut t, "dd");
+    recv(&mut t, "E");
+    assert!(t.lost().is_none());
+    send(&mut t, "cS");
+    recv(&mut t, "Z");
+    at_rest(&t);
+}
+
+#[test]
+fn copy_in_extended_aborted() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "PBE");
+    recv(&mut t, "1 2 G");
+    send(&mut t, "dd");
+    recv(&mut t, "E");
+    send(&mut t, "cS");
+    recv(&mut t, "Z");
+    at_rest(&t);
+}
+
+#[test]
+fn copy_out() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "QQ");
+    recv(&mut t, "H d d c C Z");
+    assert!(!t.idle());
+    recv(&mut t, "H d c C Z");
+    at_rest(&t);
+    send(&mut t, "PBES");
+    recv(&mut t, "1 2 H d c C Z");
+    at_rest(&t);
+}
+
+#[test]
+fn copy_messages_outside_copy_are_ignored() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "dcf");
+    at_rest(&t);
+    send(&mut t, "dQ");
+    recv(&mut t, "C Z");
+    at_rest(&t);
+}
+
+#[test]
+fn copy_in_completed_past_another_request_is_lost() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "Q");
+    recv(&mut t, "G");
+    send(&mut t, "dQc");
+    recv(&mut t, "C");
+    assert!(t.lost().is_some());
+}
+
+#[test]
+fn surplus_ready_for_query_is_lost() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "Q");
+    recv(&mut t, "C Z Z");
+    assert!(t.lost().is_some());
+    assert!(!t.idle());
+}
+
+#[test]
+fn answer_without_request_is_lost() {
+    for stray in ["1", "2", "3", "C", "D", "E", "G", "V", "n"] {
+        let mut t = Tracker::new(false);
+        recv(&mut t, stray);
+        assert!(t.lost().is_some(), "{stray} with nothing sent");
+    }
+}
+
+#[test]
+fn wrong_answer_is_lost() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "PS");
+    recv(&mut t, "2");
+    assert!(t.lost().is_some());
+    let mut t = Tracker::new(false);
+    send(&mut t, "Q");
+    recv(&mut t, "1");
+    assert!(t.lost().is_some());
+    let mut t = Tracker::new(false);
+    send(&mut t, "Q");
+    recv(&mut t, "W");
+    assert!(t.lost().is_some(), "COPY BOTH");
+}
+
+#[test]
+fn ready_for_query_with_bad_status_is_lost() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "S");
+    recv(&mut t, "ZX");
+    assert!(t.lost().is_some());
+}
+
+#[test]
+fn asynchronous_messages_answer_nothing() {
+    let mut t = Tracker::new(false);
+    recv(&mut t, "N S A");
+    at_rest(&t);
+    send(&mut t, "Q");
+    recv(&mut t, "N T A D S C Z");
+    at_rest(&t);
+}
+
+#[test]
+fn injected_answers_are_swallowed_or_converted() {
+    let mut t = Tracker::new(false);
+    let injected = Sent {
+        kind: Frontend::Parse,
+        answer: Answer::Swallow,
+        statement: true,
+    };
+    let as_parse = Sent {
+        kind: Frontend::Close,
+        answer: Answer::AsParse,
+        statement: false,
+    };
+    t.sent(injected, None);
+    t.sent(as_parse, None);
+    send(&mut t, "BES");
+    assert_eq!(
+        recv(&mut t, "1 3 2 C Z"),
+        [
+            Answer::Swallow,
+            Answer::AsParse,
+            Answer::Forward,
+            Answer::Forward,
+            Answer::Forward
+        ]
+    );
+    at_rest(&t);
+    assert!(!t.statements_need_reset());
+}
+
+#[test]
+fn skipped_statement_makes_the_list_unsure() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "P");
+    t.sent(
+        Sent {
+            kind: Frontend::Parse,
+            answer: Answer::Swallow,
+            statement: true,
+        },
+        None,
+    );
+    send(&mut t, "S");
+    recv(&mut t, "E Z");
+    at_rest(&t);
+    assert!(t.statements_need_reset());
+}
+
+#[test]
+fn session_commands_take_effect_outside_a_block_without_error() {
+    let set = |v: &str| SqlCommand::Set {
+        name: "x".into(),
+        sql: format!("SET x = {v}"),
+    };
+    let mut t = Tracker::new(false);
+    t.sent(Sent::client(Frontend::Query), Some(set("1")));
+    recv(&mut t, "C Z");
+    t.sent(Sent::client(Frontend::Query), Some(set("2")));
+    recv(&mut t, "E Z");
+    t.sent(Sent::client(Frontend::Query), Some(set("3")));
+    recv(&mut t, "C ZT");
+    assert!(t.untracked_set());
+    assert_eq!(t.take_commands(), [set("1")]);
+    // Skipped after an error: never ran.
+    send(&mut t, "PBE");
+    t.sent(Sent::client(Frontend::Bind), Some(set("4")));
+    send(&mut t, "ES");
+    recv(&mut t, "1 2 E Z");
+    assert!(t.take_commands().is_empty());
+}
+
+#[test]
+fn owed_requests() {
+    let mut t = Tracker::new(false);
+    assert_eq!(t.owed(), Some(0));
+    send(&mut t, "QHS");
+    assert_eq!(t.owed(), Some(2));
+    recv(&mut t, "T");
+    assert_eq!(t.owed(), Some(2));
+    recv(&mut t, "C Z");
+    assert_eq!(t.owed(), Some(1));
+    send(&mut t, "P");
+    assert_eq!(t.owed(), None);
+}
+
+#[test]
+fn long_copy_is_one_entry() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "Q");
+    recv(&mut t, "G");
+    for _ in 0..100_000 {
+        send(&mut t, "d");
+    }
+    assert!(t.queue.len() <= 1);
+    send(&mut t, "c");
+    recv(&mut t, "C Z");
+    at_rest(&t);
+}
