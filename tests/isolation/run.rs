@@ -5,12 +5,13 @@
 //! as many ReadyForQuery as that answer holds (or as many events, when it holds none).
 //! Every value that comes back (a row, COPY data, a function result, the value an
 //! error message names) must be a marker this client sent on this connection, later
-//! than the last one it got: anything else is a wrong answer. An answer of its own
-//! that differs from the model's is a mismatch; a read that waits past the deadline is
-//! a hang. After any of them the client drops its connection, logs in again and goes
-//! on, so one fault does not cascade into the next steps.
+//! than the last one it got; a ReadyForQuery or a COPY the client does not owe at that
+//! point is not its own either: anything else is a wrong answer. An answer of its own
+//! that differs from the model's otherwise is a mismatch; a read that waits past the
+//! deadline is a hang. After any of them the client drops its connection, logs in
+//! again and goes on, so one fault does not cascade into the next steps.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -31,11 +32,14 @@ pub struct Settings {
     pub max_steps: u64,
     /// Step kinds left out (`PGFLEET_ISOLATION_SKIP=copy_bad_sync,drop`).
     pub skip: Vec<Kind>,
+    /// How many faults the report shows in full.
+    pub details: usize,
 }
 
 impl Settings {
     /// `PGFLEET_ISOLATION_SECONDS`, `PGFLEET_ISOLATION_SEED`, `PGFLEET_ISOLATION_CLIENTS`,
-    /// `PGFLEET_ISOLATION_STEPS`, `PGFLEET_ISOLATION_SKIP`; a fresh seed when unset.
+    /// `PGFLEET_ISOLATION_STEPS`, `PGFLEET_ISOLATION_SKIP`, `PGFLEET_ISOLATION_DETAILS`
+    /// (faults shown in full, 12); a fresh seed when unset.
     pub fn from_env(seconds: f64, clients: u32) -> Settings {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let num = |name: &str| {
@@ -65,6 +69,7 @@ impl Settings {
             duration: Duration::from_secs_f64(long.unwrap_or(seconds)),
             max_steps: num("PGFLEET_ISOLATION_STEPS").map_or(steps, |n| n as u64),
             skip,
+            details: num("PGFLEET_ISOLATION_DETAILS").map_or(12, |n| n as usize),
         }
     }
 }
@@ -107,6 +112,8 @@ pub struct Fault {
     /// The values that were not this client's to get.
     pub wrong: Vec<String>,
     pub note: String,
+    /// The client's last writes before this one on the same connection.
+    pub history: Vec<String>,
 }
 
 /// One generated client: its connection, its model of the server behind it, its dice.
@@ -129,6 +136,8 @@ pub struct Client {
     pub faults: Vec<Fault>,
     pub wrong_answers: u64,
     pub logins: u64,
+    /// The last writes on this connection, for the report of a fault.
+    recent: VecDeque<String>,
 }
 
 impl Client {
@@ -151,6 +160,7 @@ impl Client {
             faults: Vec::new(),
             wrong_answers: 0,
             logins: 0,
+            recent: VecDeque::new(),
         }
     }
 
@@ -220,10 +230,21 @@ impl Client {
     pub(super) fn disconnect(&mut self) {
         self.conn = None;
         self.model = Server::new();
+        self.recent.clear();
+    }
+
+    fn remember(&mut self, msgs: &[Msg]) {
+        if self.recent.len() == 6 {
+            self.recent.pop_front();
+        }
+        let (step, kind) = (self.step, self.kind.name());
+        self.recent
+            .push_back(format!("step {step} ({kind}): {msgs:?}"));
     }
 
     /// Sends `msgs` and reads nothing: the step is about to drop the connection.
     pub(super) async fn send_only(&mut self, msgs: Vec<Msg>) -> Result<(), Fault> {
+        self.remember(&msgs);
         let bytes = encode(&msgs, self.target.textcat);
         let conn = self.conn.as_mut().expect("connected");
         // A send that fails here only means the other side went first.
@@ -235,6 +256,7 @@ impl Client {
     /// Sends `msgs` in one write, reads the answer the model predicts and checks it.
     pub(super) async fn phase(&mut self, msgs: Vec<Msg>) -> Result<(), Fault> {
         let expected = self.model.answer(&msgs);
+        self.remember(&msgs);
         let bytes = encode(&msgs, self.target.textcat);
         let readies = expected
             .iter()
@@ -268,11 +290,12 @@ impl Client {
                 Err(e) => ended = Some(e),
             }
         }
-        // A ReadyForQuery where the client's own answer is not complete yet cannot be
-        // its own: another client's, or one of its own made up.
+        // A ReadyForQuery the client's own sequence does not owe at that point (its
+        // answer is not complete, or it would carry another transaction status), or a
+        // COPY it did not start, cannot be its own: another client's, or one made up.
         let diverge = got.iter().zip(&expected).position(|(g, e)| g != e);
         if let Some(i) = diverge {
-            if matches!(got[i], Event::Ready(_)) && !matches!(expected[i], Event::Ready(_)) {
+            if matches!(got[i], Event::Ready(_) | Event::CopyIn | Event::CopyOut) {
                 wrong.push(format!(
                     "{:?} where {:?} was due: not this client's",
                     got[i], expected[i]
@@ -332,6 +355,7 @@ impl Client {
             got,
             wrong,
             note,
+            history: self.recent.iter().rev().skip(1).rev().cloned().collect(),
         }
     }
 }
@@ -440,7 +464,7 @@ impl Report {
                 list.join(", ")
             );
         }
-        for f in self.faults().into_iter().take(12) {
+        for f in self.faults().into_iter().take(self.settings.details) {
             out += &format!(
                 "  {:?}: client {} step {} ({}) write {}: sent {:?}\n    expected {:?}\n    got      {:?}\n",
                 f.what,
@@ -454,6 +478,9 @@ impl Report {
             );
             for w in &f.wrong {
                 out += &format!("    wrong: {w}\n");
+            }
+            for h in &f.history {
+                out += &format!("    after {h}\n");
             }
             if !f.note.is_empty() {
                 out += &format!("    note: {}\n", f.note);
