@@ -169,3 +169,54 @@ async fn deallocate_and_errors_inside_batches() {
         "26000"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parse_that_failed_in_an_aborted_block_is_prepared_again() {
+    use bytes::BytesMut;
+    use postgres_protocol::message::frontend as fe;
+    use tokio::io::AsyncWriteExt;
+    let s = setup(
+        0,
+        "auth_type = \"trust\"",
+        "",
+        &format!("{TXN}\ndefault_pool_size = 1"),
+    )
+    .await;
+    let mut sock = raw_session(s.addr("writer")).await;
+    let mut out = BytesMut::new();
+    // In an aborted block the Parse fails (25P02): the server holds no statement.
+    fe::query("begin; select 1/0", &mut out).unwrap();
+    fe::parse("mine", "select 7", [], &mut out).unwrap();
+    fe::sync(&mut out);
+    sock.write_all(&out).await.unwrap();
+    out.clear();
+    let got = read_until(&mut sock, b"25P02").await;
+    if !got.ends_with(&[b'Z', 0, 0, 0, 5, b'E']) {
+        read_until(&mut sock, &[b'Z', 0, 0, 0, 5, b'E']).await;
+    }
+    // Still on the same connection: roll back, prepare it again and run it.
+    fe::query("rollback", &mut out).unwrap();
+    fe::parse("mine", "select 7", [], &mut out).unwrap();
+    fe::bind(
+        "",
+        "mine",
+        [],
+        [] as [Option<&[u8]>; 0],
+        |_, _| unreachable!(),
+        [],
+        &mut out,
+    )
+    .map_err(|_| "bind")
+    .unwrap();
+    fe::execute("", 0, &mut out).unwrap();
+    fe::sync(&mut out);
+    sock.write_all(&out).await.unwrap();
+    out.clear();
+    let got = read_until(&mut sock, b"SELECT 1\0").await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(!text.contains("26000") && !text.contains("42P05"), "{text}");
+    assert!(
+        got.windows(2).any(|w| w == b"\x017"),
+        "the row holds 7: {got:?}"
+    );
+}

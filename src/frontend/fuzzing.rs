@@ -101,6 +101,7 @@ fn pump_inspection(client: &[u8], server: &[u8], transaction: bool, max: usize) 
         client: &mut statements,
         server: &mut prepared,
         max_prepared: 4,
+        checked: Vec::new(),
     });
     let mut out = BytesMut::new();
     let mut off = 0;

@@ -57,6 +57,8 @@ pub struct Rewriter<'a> {
     pub server: &'a mut PreparedSet,
     /// Statements a server connection keeps before the least recently used is closed.
     pub max_prepared: usize,
+    /// Statements prepared again since pgfleet's list came in doubt (see `held`).
+    pub checked: Vec<String>,
 }
 
 fn cstr_at(b: &[u8], pos: &mut usize) -> Option<String> {
@@ -96,7 +98,7 @@ impl Rewriter<'_> {
                 let rest = &b[pos..];
                 let stmt = statement(rest);
                 self.client.map.insert(name, stmt.clone());
-                if self.server.touch(&stmt.internal) {
+                if self.held(&stmt, out, track) {
                     // Already there: a Close of a name that does not exist answers with
                     // a CloseComplete, passed on as the client's ParseComplete; the
                     // client's unnamed statement stays as it is.
@@ -124,7 +126,7 @@ impl Rewriter<'_> {
                 let Some(stmt) = self.client.map.get(&name).cloned() else {
                     return Ok(false);
                 };
-                if !self.server.touch(&stmt.internal) {
+                if !self.held(&stmt, out, track) {
                     self.prepare(&stmt, out, track, true)?;
                 }
                 match portal {
@@ -159,6 +161,23 @@ impl Rewriter<'_> {
             }
             _ => Ok(false),
         }
+    }
+
+    /// Whether the server connection holds `stmt`, as far as pgfleet's list can tell.
+    /// Once the list is in doubt (a Parse or Close of pgfleet's failed or was skipped
+    /// in this exchange), a statement it names is closed (a Close of a name that does
+    /// not exist is no error) and prepared again before its first use, so neither a
+    /// missing statement nor a duplicate Parse reaches the client.
+    fn held(&mut self, stmt: &Statement, out: &mut BytesMut, track: &mut Tracker) -> bool {
+        let listed = self.server.touch(&stmt.internal);
+        if !listed || !track.statements_need_reset() || self.checked.contains(&stmt.internal) {
+            return listed;
+        }
+        self.server.remove(&stmt.internal);
+        frontend::close_statement(out, &stmt.internal);
+        track.sent(sent(Frontend::Close, Answer::Swallow, true), None);
+        self.checked.push(stmt.internal.clone());
+        false
     }
 
     /// Sends the Parse of `stmt`, closing the least recently used statement first when

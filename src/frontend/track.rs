@@ -360,71 +360,6 @@ impl Tracker {
         Answer::Forward
     }
 
-    /// The COPY FROM STDIN completed: the server took the client's messages up to its
-    /// CopyDone, ignoring Sync and Flush among them.
-    fn copy_in_done(&mut self, extended: bool) {
-        loop {
-            let Some(head) = self.queue.front().map(|i| i.sent.kind) else {
-                self.lose("the server completed a COPY FROM STDIN the client did not end");
-                return;
-            };
-            match head {
-                Frontend::CopyData | Frontend::Flush | Frontend::Sync => self.consume(false),
-                Frontend::CopyDone => {
-                    self.consume(false);
-                    self.mode = after_copy(extended);
-                    return;
-                }
-                _ => {
-                    self.lose("the server completed a COPY FROM STDIN past a message that ends it with an error");
-                    return;
-                }
-            }
-        }
-    }
-
-    /// The server ended a COPY FROM STDIN with an error (bad data, the client's
-    /// CopyFail, a message that does not belong in COPY). Outside COPY the server
-    /// ignores CopyData, CopyDone and CopyFail, and inside it Sync and Flush, so the
-    /// client's messages up to its CopyDone or CopyFail are answered by nothing,
-    /// wherever the error came: except a Sync sent after some of the data, which the
-    /// server ignored if it read it before the error and answers if after. Which one
-    /// depends on how far the server had read: lost. So is anything else sent inside.
-    fn copy_in_failed(&mut self, extended: bool) {
-        let mut data = false;
-        let mut end = 0;
-        for item in &self.queue {
-            end += 1;
-            match item.sent.kind {
-                Frontend::CopyDone | Frontend::CopyFail => break,
-                Frontend::CopyData => data = true,
-                Frontend::Flush => {}
-                Frontend::Sync if !data => {}
-                _ => {
-                    self.lose("the server aborted a COPY FROM STDIN while the client had sent a Sync or another request after data inside it: whether the server answers it cannot be known");
-                    return;
-                }
-            }
-        }
-        for _ in 0..end {
-            while self.queue.front().is_some_and(|i| i.count > 1) {
-                self.consume(false);
-            }
-            self.consume(false);
-        }
-        self.fail_copy(extended);
-    }
-
-    /// An error ended a COPY: a Query goes on to its ReadyForQuery, an Execute's batch
-    /// skips to its Sync.
-    fn fail_copy(&mut self, extended: bool) {
-        self.failed = true;
-        self.mode = match extended {
-            true => Mode::Skip,
-            false => Mode::Query,
-        };
-    }
-
     /// The ReadyForQuery that ends a skip: every message up to the Sync was skipped.
     fn skip_to_sync(&mut self, status: u8) {
         loop {
@@ -504,20 +439,6 @@ impl Tracker {
                 if ran && s == seq {
                     self.batch.push((s, command));
                 }
-            }
-        }
-    }
-
-    fn command_complete(&mut self, tag: &[u8]) {
-        if tag.starts_with(b"SET") || tag.starts_with(b"RESET") {
-            self.set_tags += 1;
-            if tag.starts_with(b"RESET") {
-                self.reset_seen = true;
-            }
-        } else if tag.starts_with(b"DEALLOCATE") || tag.starts_with(b"DISCARD") {
-            self.statements_unsure = true;
-            if tag.starts_with(b"DISCARD ALL") {
-                self.reset_seen = true;
             }
         }
     }
@@ -605,59 +526,6 @@ impl Tracker {
     pub fn busy_since(&self) -> Option<Instant> {
         self.busy_since
     }
-
-    /// The session commands that took effect, in order; forgets them.
-    pub fn take_commands(&mut self) -> Vec<SqlCommand> {
-        std::mem::take(&mut self.done)
-    }
-
-    /// Whether the server ran SET/RESET commands pgfleet does not replay: the
-    /// connection's settings must be reset before another client gets it.
-    pub fn settings_need_reset(&self, took_effect: usize) -> bool {
-        self.set_tags > took_effect
-    }
-
-    /// Whether the server connection's prepared statements must be dropped and
-    /// forgotten before it is reused.
-    pub fn statements_need_reset(&self) -> bool {
-        self.statements_unsure
-    }
-
-    /// Whether the server answered a RESET or DISCARD ALL, however it was sent.
-    pub fn reset_seen(&self) -> bool {
-        self.reset_seen
-    }
-
-    /// Whether a SET ran inside a transaction block.
-    pub fn untracked_set(&self) -> bool {
-        self.untracked_set
-    }
-
-    /// Whether extended-protocol messages ran since the last ReadyForQuery (an implicit
-    /// transaction is open until a Sync).
-    pub fn unsynced(&self) -> bool {
-        self.unsynced
-    }
-
-    /// Whether a RESET of any kind ran: the server answered one, or a session command
-    /// that resets took effect.
-    pub fn reset_done(&self) -> bool {
-        self.reset_seen
-            || self
-                .done
-                .iter()
-                .any(|c| !matches!(c, SqlCommand::Set { .. }))
-    }
-
-    /// The `seq` the next message sent gets.
-    pub fn next_seq(&self) -> u64 {
-        self.seq
-    }
-
-    /// Whether a DISCARD ALL sent at or after `seq` took effect.
-    pub fn discarded_after(&self, seq: u64) -> bool {
-        self.discarded.is_some_and(|d| d >= seq)
-    }
 }
 
 /// Whether the server, reading `kind` between requests, answers it with nothing.
@@ -668,13 +536,9 @@ fn ignored(kind: Frontend) -> bool {
     )
 }
 
-/// The mode after a COPY completes: a Query goes on; an Execute is answered.
-fn after_copy(extended: bool) -> Mode {
-    match extended {
-        true => Mode::Ready,
-        false => Mode::Query,
-    }
-}
-
+mod commands;
+mod copy;
 #[cfg(test)]
 mod tests;
+
+use copy::after_copy;

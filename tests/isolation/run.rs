@@ -95,6 +95,10 @@ pub enum FaultKind {
     Closed,
     /// The client's own answers, but not what PostgreSQL would have said.
     Mismatch,
+    /// The client's own misstep (a Sync after data inside a COPY the server aborts)
+    /// left answers no proxy can count; pgfleet kept the connection for it, then ended
+    /// its session with 08P01 when it would have had to add messages of its own.
+    FailedClosed,
 }
 
 /// One step that went wrong, with what it sent, expected and got.
@@ -128,6 +132,8 @@ pub struct Client {
     index: u32,
     /// The first step on the current connection: older markers can no longer come.
     first_step: u64,
+    /// A copy_bad_sync step ran on the current connection.
+    misstep: bool,
     last: Option<Marker>,
     kind: Kind,
     phase: usize,
@@ -153,6 +159,7 @@ impl Client {
             step: 0,
             index: 0,
             first_step: 0,
+            misstep: false,
             last: None,
             kind: Kind::Select,
             phase: 0,
@@ -181,6 +188,9 @@ impl Client {
             let kind = self.choose(&settings.skip);
             self.kind = kind;
             self.log.push(kind);
+            if kind == Kind::CopyBadSync {
+                self.misstep = true;
+            }
             self.index = 0;
             self.phase = 0;
             let result = match self.ensure_connected().await {
@@ -229,6 +239,7 @@ impl Client {
     /// Drops the connection (without a Terminate); the next step logs in again.
     pub(super) fn disconnect(&mut self) {
         self.conn = None;
+        self.misstep = false;
         self.model = Server::new();
         self.recent.clear();
     }
@@ -325,8 +336,15 @@ impl Client {
             _ if !wrong.is_empty() => FaultKind::Wrong,
             Some(ReadError::Timeout) => FaultKind::Hang,
             Some(ReadError::Closed(why)) => {
+                let failed_closed = self.misstep
+                    && got
+                        .iter()
+                        .any(|e| matches!(e, Event::Error(code, _) if code == "08P01"));
                 note = why;
-                FaultKind::Closed
+                match failed_closed {
+                    true => FaultKind::FailedClosed,
+                    false => FaultKind::Closed,
+                }
             }
             None => FaultKind::Mismatch,
         };

@@ -148,6 +148,7 @@ pub async fn pump(
                 client: c.statements,
                 server: &mut sc.prepared,
                 max_prepared: c.max_prepared,
+                checked: Vec::new(),
             });
             (rewriter, Some((c.pins, c.pin_mode, c.on_pin)))
         }
