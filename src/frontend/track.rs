@@ -105,6 +105,13 @@ pub struct Tracker {
     unsynced: bool,
     /// What becomes of an error of the Query or FunctionCall running now.
     running: Answer,
+    /// ReadyForQuery messages that may come, or not, before the answer to the head:
+    /// Syncs a client sent after data inside a COPY the server aborted (see
+    /// `copy_in_failed`). Any other answer settles them.
+    maybe: u32,
+    /// ReadyForQuery messages taken as answers to `maybe` Syncs: if a Sync sent after
+    /// them is still waiting when another answer comes, those were its answers.
+    credit: u32,
     /// Why the model no longer knows where the server is.
     lost: Option<&'static str>,
     /// The last server message was a ReadyForQuery (what a lost tracker still knows).
@@ -143,6 +150,8 @@ impl Tracker {
             status: b'I',
             unsynced: false,
             running: Answer::Forward,
+            maybe: 0,
+            credit: 0,
             lost: None,
             last_ready: true,
             attached: VecDeque::new(),
@@ -265,6 +274,23 @@ impl Tracker {
         use Backend as B;
         use Frontend as F;
         self.pop_ignored();
+        if self.maybe > 0 && msg == B::ReadyForQuery {
+            self.maybe -= 1;
+            self.credit += 1;
+            self.status = status;
+            return Answer::Forward;
+        }
+        if msg != B::ReadyForQuery && (self.maybe > 0 || self.credit > 0) {
+            // Settled: the Syncs that may have been answered and got no ReadyForQuery
+            // were ignored inside the COPY, and those counted as answered stood for the
+            // Syncs sent after them.
+            self.maybe = 0;
+            while self.credit > 0 && self.queue.front().is_some_and(|i| i.sent.kind == F::Sync) {
+                self.consume(true);
+                self.credit -= 1;
+            }
+            self.credit = 0;
+        }
         let Some(head) = self.queue.front().map(|i| i.sent) else {
             self.unexpected(msg);
             return Answer::Forward;
@@ -470,6 +496,7 @@ impl Tracker {
     /// outside a transaction block: the connection can serve another client.
     pub fn idle(&self) -> bool {
         self.lost.is_none()
+            && self.maybe == 0
             && self.queue.is_empty()
             && self.mode == Mode::Ready
             && !self.unsynced
@@ -481,7 +508,7 @@ impl Tracker {
     pub fn quiet(&self) -> bool {
         match self.lost {
             Some(_) => self.last_ready,
-            None => self.queue.is_empty() && self.mode == Mode::Ready,
+            None => self.queue.is_empty() && self.mode == Mode::Ready && self.maybe == 0,
         }
     }
 
@@ -503,7 +530,7 @@ impl Tracker {
     /// Requests that still owe a ReadyForQuery, when the tracker can tell; `None` when
     /// the server is inside a COPY or an extended batch (or lost).
     pub fn owed(&self) -> Option<u32> {
-        if self.lost.is_some() || self.unsynced {
+        if self.lost.is_some() || self.unsynced || self.maybe > 0 {
             return None;
         }
         let running = match self.mode {

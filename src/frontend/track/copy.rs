@@ -34,11 +34,14 @@ impl Tracker {
     /// ignores CopyData, CopyDone and CopyFail, and inside it Sync and Flush, so the
     /// client's messages up to its CopyDone or CopyFail are answered by nothing,
     /// wherever the error came: except a Sync sent after some of the data, which the
-    /// server ignored if it read it before the error and answers if after. Which one
-    /// depends on how far the server had read: lost. So is anything else sent inside.
+    /// server ignored if it read it before the error and answers if after, depending on
+    /// how far it had read. After a Query's COPY each such Sync *may* get a
+    /// ReadyForQuery (`maybe`), which the next other answer settles. After an Execute's
+    /// (the server then skips to a Sync) or with anything else sent inside: lost.
     pub(super) fn copy_in_failed(&mut self, extended: bool) {
         let mut data = false;
         let mut end = 0;
+        let mut maybe = 0;
         for item in &self.queue {
             end += 1;
             match item.sent.kind {
@@ -46,6 +49,7 @@ impl Tracker {
                 Frontend::CopyData => data = true,
                 Frontend::Flush => {}
                 Frontend::Sync if !data => {}
+                Frontend::Sync if !extended => maybe += item.count,
                 _ => {
                     self.lose("the server aborted a COPY FROM STDIN while the client had sent a Sync or another request after data inside it: whether the server answers it cannot be known");
                     return;
@@ -58,6 +62,7 @@ impl Tracker {
             }
             self.consume(false);
         }
+        self.maybe += maybe;
         self.fail_copy(extended);
     }
 

@@ -219,19 +219,77 @@ fn copy_aborted_by_the_server_then_more_data() {
 }
 
 #[test]
-fn copy_aborted_with_a_sync_inside_is_lost() {
+fn copy_aborted_with_a_sync_after_data_is_settled_by_the_next_answer() {
     // The reproduction: COPY FROM STDIN, then a bad row and a Sync in one write. The
     // server answers the failed COPY, and then the Sync, or not: it depends on whether
-    // it read the Sync before the error.
+    // it read the Sync before the error. Until another answer settles it, the
+    // connection is not idle.
+    for answered in [true, false] {
+        let mut t = Tracker::new(false);
+        send(&mut t, "Q");
+        recv(&mut t, "G");
+        send(&mut t, "dS");
+        recv(&mut t, "E Z");
+        assert!(t.lost().is_none());
+        assert!(!t.idle(), "a ReadyForQuery may still come");
+        if answered {
+            recv(&mut t, "Z");
+        }
+        // The client's next request settles it either way.
+        send(&mut t, "Q");
+        recv(&mut t, "T D C Z");
+        at_rest(&t);
+    }
+}
+
+#[test]
+fn copy_aborted_then_a_sync_sent_after_the_maybe_ones() {
+    // The client also sent a Sync of its own after seeing the error: one or two
+    // ReadyForQuery come before its next query's rows.
+    for extra in ["", "Z"] {
+        let mut t = Tracker::new(false);
+        send(&mut t, "Q");
+        recv(&mut t, "G");
+        send(&mut t, "ddSdS");
+        recv(&mut t, "E Z");
+        send(&mut t, "S");
+        recv(&mut t, "Z");
+        recv(&mut t, extra);
+        send(&mut t, "PBES");
+        recv(&mut t, "1 2 C Z");
+        at_rest(&t);
+    }
+}
+
+#[test]
+fn too_many_ready_for_query_after_an_aborted_copy_is_lost() {
     let mut t = Tracker::new(false);
     send(&mut t, "Q");
     recv(&mut t, "G");
     send(&mut t, "dS");
+    recv(&mut t, "E Z Z Z");
+    assert!(t.lost().is_some());
+}
+
+#[test]
+fn copy_aborted_with_another_request_inside_is_lost() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "Q");
+    recv(&mut t, "G");
+    send(&mut t, "dQ");
     recv(&mut t, "E Z");
     assert!(t.lost().is_some());
-    assert!(!t.idle());
-    recv(&mut t, "Z");
     assert!(!t.idle(), "a lost tracker never says idle");
+}
+
+#[test]
+fn extended_copy_aborted_with_a_sync_after_data_is_lost() {
+    let mut t = Tracker::new(false);
+    send(&mut t, "PBE");
+    recv(&mut t, "1 2 G");
+    send(&mut t, "dS");
+    recv(&mut t, "E");
+    assert!(t.lost().is_some());
 }
 
 #[test]
