@@ -168,6 +168,53 @@ async fn settings_apply_per_client_and_reset_between_sessions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_brings_back_only_the_startup_settings_it_names() {
+    let s = setup(0, "", "", "default_pool_size = 1").await;
+    let addr = s.addr("writer");
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1")
+        .port(addr.port())
+        .user("app")
+        .password("app")
+        .dbname("app")
+        .options("-c IntervalStyle=postgres_verbose -c DateStyle=Postgres,MDY");
+    let (c, conn) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let show = "select current_setting('IntervalStyle'), current_setting('DateStyle')";
+    let row = c.query_one(show, &[]).await.unwrap();
+    assert_eq!(
+        row.get::<_, String>(0),
+        "postgres_verbose",
+        "startup options reach the server"
+    );
+    assert_eq!(row.get::<_, String>(1), "Postgres, MDY");
+    // As pg_regress does: a setting changed, then an unrelated one reset.
+    c.batch_execute("set IntervalStyle = iso_8601; set enable_seqscan = off")
+        .await
+        .unwrap();
+    c.batch_execute("reset enable_seqscan").await.unwrap();
+    let row = c.query_one(show, &[]).await.unwrap();
+    assert_eq!(
+        row.get::<_, String>(0),
+        "iso_8601",
+        "an unrelated RESET keeps it"
+    );
+    c.batch_execute("reset IntervalStyle").await.unwrap();
+    let row = c.query_one(show, &[]).await.unwrap();
+    assert_eq!(
+        row.get::<_, String>(0),
+        "postgres_verbose",
+        "RESET brings the startup value back"
+    );
+    c.batch_execute("set DateStyle = ISO; set IntervalStyle = sql_standard; reset all")
+        .await
+        .unwrap();
+    let row = c.query_one(show, &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "postgres_verbose");
+    assert_eq!(row.get::<_, String>(1), "Postgres, MDY");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_leaving_inside_a_transaction_is_rolled_back() {
     let s = setup(1, "", "", "default_pool_size = 1").await;
     let addr = s.addr("writer");
