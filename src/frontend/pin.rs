@@ -55,7 +55,8 @@ impl Pins {
 pub fn message_state(m: &[u8]) -> PinSet {
     let b = body(m);
     match m[0] {
-        b'Q' => session_state(text(b, 0)),
+        // A Query's text ends its body (with a NUL).
+        b'Q' => session_state(b.strip_suffix(&[0]).unwrap_or(b)),
         b'P' => {
             let mut pos = 0;
             match read_cstr_bytes(b, &mut pos) {

@@ -144,7 +144,7 @@ impl Tracker {
     /// the oldest unanswered message is needed (`busy_since`).
     pub fn new(timed: bool) -> Tracker {
         Tracker {
-            queue: VecDeque::new(),
+            queue: SPARE.try_with(|q| q.take()).unwrap_or_default(),
             seq: 0,
             mode: Mode::Ready,
             status: b'I',
@@ -552,6 +552,22 @@ impl Tracker {
     /// Since when the server has been working on the oldest unanswered message.
     pub fn busy_since(&self) -> Option<Instant> {
         self.busy_since
+    }
+}
+
+thread_local! {
+    /// The queue of the last tracker dropped on this thread, kept for the next one: a
+    /// tracker lives one transaction, and its queue would be allocated each time.
+    static SPARE: std::cell::Cell<VecDeque<Item>> = const { std::cell::Cell::new(VecDeque::new()) };
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        let mut queue = std::mem::take(&mut self.queue);
+        if queue.capacity() <= 64 {
+            queue.clear();
+            let _ = SPARE.try_with(|q| q.set(queue));
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 //! fake one), including the body of a `DO` block. Not seen: what a function does inside
 //! its body (`select my_function()` that takes an advisory lock).
 
-use super::lex::{statements, Lexer, Token};
+use super::lex::{statements, Token};
 
 /// Why a client is pinned to its server connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,7 +150,7 @@ impl PinSet {
 }
 
 /// The words a statement that leaves session state holds one of: most queries have
-/// none, and are read once without building statements.
+/// none, and are not read further.
 const TRIGGERS: [&str; 14] = [
     "set",
     "listen",
@@ -168,13 +168,51 @@ const TRIGGERS: [&str; 14] = [
     "pg_try_advisory_lock_shared",
 ];
 
+/// Whether each byte can be part of a word, for `might_pin`.
+const WORD: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || b == b'_' || b == b'$';
+        c += 1;
+    }
+    t
+};
+
+/// Whether `sql` holds one of `TRIGGERS` as a word, in any case, wherever it is
+/// (comments and strings included: a false alarm only costs the full reading). One pass
+/// over the bytes, run on every query in transaction mode: words of a length no
+/// trigger has are not compared.
 fn might_pin(sql: &[u8]) -> bool {
-    Lexer::new(sql).any(|t| match t {
-        Token::Word(w) | Token::Quoted(w) => TRIGGERS
-            .iter()
-            .any(|k| k.len() == w.len() && w.eq_ignore_ascii_case(k.as_bytes())),
-        _ => false,
-    })
+    // Bit n set: a trigger has n bytes.
+    const LENGTHS: u32 = 1 << 2
+        | 1 << 3
+        | 1 << 4
+        | 1 << 6
+        | 1 << 7
+        | 1 << 10
+        | 1 << 16
+        | 1 << 20
+        | 1 << 23
+        | 1 << 27;
+    let trigger = |w: &[u8]| {
+        w.len() < 32
+            && LENGTHS & (1 << w.len()) != 0
+            && TRIGGERS
+                .iter()
+                .any(|k| k.len() == w.len() && w.eq_ignore_ascii_case(k.as_bytes()))
+    };
+    let mut start = 0;
+    for (i, &c) in sql.iter().enumerate() {
+        if !WORD[c as usize] {
+            if i > start && trigger(&sql[start..i]) {
+                return true;
+            }
+            start = i + 1;
+        }
+    }
+    trigger(&sql[start..])
 }
 
 /// The session state the statements of `sql` leave.

@@ -155,6 +155,19 @@ impl Stream {
 }
 
 impl WriteHalf<'_> {
+    /// Writes what the socket takes now without waiting (plain TCP only): `Ok(0)` when
+    /// it takes nothing now, or when the connection is TLS (use the async write).
+    pub fn write_now(&self, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            WriteHalf::Plain(w) => match w.try_write(bytes) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                Ok(0) if !bytes.is_empty() => Err(io::ErrorKind::WriteZero.into()),
+                other => other,
+            },
+            _ => Ok(0),
+        }
+    }
+
     /// Whether written bytes wait in a buffer until flushed (TLS records).
     pub fn buffers(&self) -> bool {
         matches!(self, WriteHalf::Tls(_))

@@ -315,6 +315,30 @@ pub async fn pump(
             idle_since = now();
         }
 
+        // What the sockets take now is written now, without a round through the wait
+        // below (plain TCP; TLS writes there).
+        if !to_server.is_empty() {
+            match sw.write_now(&to_server) {
+                Ok(n) => {
+                    counts.received(n);
+                    outbox::written(&mut to_server, n);
+                }
+                Err(_) => {
+                    broken_write = true;
+                    break PumpEnd::ServerClosed;
+                }
+            }
+        }
+        if !to_client.is_empty() {
+            match cw.write_now(&to_client) {
+                Ok(n) => {
+                    counts.sent(n, &stats);
+                    outbox::written(&mut to_client, n);
+                }
+                Err(_) => break PumpEnd::ClientClosed,
+            }
+        }
+
         // Where to stop.
         let settled = to_server.is_empty()
             && to_client.is_empty()

@@ -139,3 +139,14 @@ fn function_calls_by_oid() {
     assert_eq!(function_call_state(2078).names(), "set_config");
     assert!(function_call_state(3089).is_empty());
 }
+
+#[test]
+fn common_queries_are_not_read_further() {
+    assert!(!might_pin(
+        b"SELECT abalance FROM pgbench_accounts WHERE aid = 52347;"
+    ));
+    // A false alarm: read in full, and found to leave nothing.
+    let update = b"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 1;";
+    assert!(might_pin(update));
+    assert!(session_state(update).is_empty());
+}
