@@ -95,9 +95,10 @@ pub enum FaultKind {
     Closed,
     /// The client's own answers, but not what PostgreSQL would have said.
     Mismatch,
-    /// The client's own misstep (a Sync after data inside a COPY the server aborts)
-    /// left answers no proxy can count; pgfleet kept the connection for it, then ended
-    /// its session with 08P01 when it would have had to add messages of its own.
+    /// The client's own misstep (a Sync after data inside a COPY, started by an Execute,
+    /// that the server aborts) left answers no proxy can count; pgfleet kept the
+    /// connection for it, then ended its session with 08P01 when it would have had to
+    /// add messages of its own.
     FailedClosed,
 }
 
