@@ -149,25 +149,6 @@ impl PinSet {
     }
 }
 
-/// The words a statement that leaves session state holds one of: most queries have
-/// none, and are not read further.
-const TRIGGERS: [&str; 14] = [
-    "set",
-    "listen",
-    "prepare",
-    "declare",
-    "load",
-    "create",
-    "do",
-    "into",
-    "pg_temp",
-    "set_config",
-    "pg_advisory_lock",
-    "pg_advisory_lock_shared",
-    "pg_try_advisory_lock",
-    "pg_try_advisory_lock_shared",
-];
-
 /// Whether each byte can be part of a word, for `might_pin`.
 const WORD: [bool; 256] = {
     let mut t = [false; 256];
@@ -180,39 +161,42 @@ const WORD: [bool; 256] = {
     t
 };
 
-/// Whether `sql` holds one of `TRIGGERS` as a word, in any case, wherever it is
+/// Whether `sql` holds, as a word, one of the words a statement that leaves session
+/// state holds one of (`trigger`), in any case, wherever it is
 /// (comments and strings included: a false alarm only costs the full reading). One pass
 /// over the bytes, run on every query in transaction mode: words of a length no
 /// trigger has are not compared.
 fn might_pin(sql: &[u8]) -> bool {
-    // Bit n set: a trigger has n bytes.
-    const LENGTHS: u32 = 1 << 2
-        | 1 << 3
-        | 1 << 4
-        | 1 << 6
-        | 1 << 7
-        | 1 << 10
-        | 1 << 16
-        | 1 << 20
-        | 1 << 23
-        | 1 << 27;
-    let trigger = |w: &[u8]| {
-        w.len() < 32
-            && LENGTHS & (1 << w.len()) != 0
-            && TRIGGERS
-                .iter()
-                .any(|k| k.len() == w.len() && w.eq_ignore_ascii_case(k.as_bytes()))
-    };
     let mut start = 0;
     for (i, &c) in sql.iter().enumerate() {
         if !WORD[c as usize] {
-            if i > start && trigger(&sql[start..i]) {
+            if trigger(&sql[start..i]) {
                 return true;
             }
             start = i + 1;
         }
     }
     trigger(&sql[start..])
+}
+
+/// Whether `w` is a word that a statement leaving session state holds (its first
+/// keyword, `into`, `pg_temp`, or a function that pins), in any case; most words are
+/// told apart by their length alone.
+fn trigger(w: &[u8]) -> bool {
+    let is = |k: &str| w.eq_ignore_ascii_case(k.as_bytes());
+    match w.len() {
+        2 => is("do"),
+        3 => is("set"),
+        4 => is("load") || is("into"),
+        6 => is("listen") || is("create"),
+        7 => is("prepare") || is("declare") || is("pg_temp"),
+        10 => is("set_config"),
+        16 => is("pg_advisory_lock"),
+        20 => is("pg_try_advisory_lock"),
+        23 => is("pg_advisory_lock_shared"),
+        27 => is("pg_try_advisory_lock_shared"),
+        _ => false,
+    }
 }
 
 /// The session state the statements of `sql` leave.

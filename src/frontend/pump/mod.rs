@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::pool::{record_parameter, PoolStats, PooledConn, Release};
@@ -256,6 +256,21 @@ pub async fn pump(
                 run += h.total;
             }
         }
+        // Straight from the read buffer when the socket takes it all now (the common
+        // case): the buffer is not shared with the outbox, nor its allocation.
+        if to_server.is_empty() && run > 0 {
+            match sw.write_now(&cbuf[..run]) {
+                Ok(n) => {
+                    counts.received(n);
+                    cbuf.advance(n);
+                    run -= n;
+                }
+                Err(_) => {
+                    broken_write = true;
+                    break PumpEnd::ServerClosed;
+                }
+            }
+        }
         outbox::take(&mut to_server, cbuf, run);
 
         // The server's whole messages: followed, passed on, swallowed or converted.
@@ -308,6 +323,16 @@ pub async fn pump(
                 protocol.add(PinReason::Protocol);
                 pins.add(protocol, track.next_seq());
                 on_pin(protocol, Some(why));
+            }
+        }
+        if to_client.is_empty() && run > 0 {
+            match cw.write_now(&sbuf[..run]) {
+                Ok(n) => {
+                    counts.sent(n, &stats);
+                    sbuf.advance(n);
+                    run -= n;
+                }
+                Err(_) => break PumpEnd::ClientClosed,
             }
         }
         outbox::take(&mut to_client, sbuf, run);

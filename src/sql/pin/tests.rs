@@ -150,3 +150,31 @@ fn common_queries_are_not_read_further() {
     assert!(might_pin(update));
     assert!(session_state(update).is_empty());
 }
+
+#[test]
+fn trigger_words() {
+    for k in [
+        "set",
+        "listen",
+        "prepare",
+        "declare",
+        "load",
+        "create",
+        "do",
+        "into",
+        "pg_temp",
+        "set_config",
+        "pg_advisory_lock",
+        "pg_advisory_lock_shared",
+        "pg_try_advisory_lock",
+        "pg_try_advisory_lock_shared",
+    ] {
+        assert!(
+            trigger(k.as_bytes()) && trigger(k.to_uppercase().as_bytes()),
+            "{k}"
+        );
+    }
+    for w in ["sex", "dot", "select", "pg_temps", "reset", "setx"] {
+        assert!(!trigger(w.as_bytes()), "{w}");
+    }
+}
