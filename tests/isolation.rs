@@ -12,7 +12,9 @@
 
 mod common;
 mod isolation {
+    pub mod kind;
     pub mod model;
+    pub mod report;
     pub mod run;
     pub mod steps;
     pub mod wire;

@@ -436,39 +436,6 @@ impl Tracker {
         }
     }
 
-    /// Drops the messages at the head that the server, reading them between requests,
-    /// answers with nothing: Flush, and copy messages outside COPY.
-    fn pop_ignored(&mut self) {
-        while self
-            .queue
-            .front()
-            .is_some_and(|head| ignored(head.sent.kind))
-        {
-            self.consume(false);
-        }
-    }
-
-    /// The server consumed one message at the head; `ran` if it acted on it (its
-    /// session commands join the running request's).
-    fn consume(&mut self, ran: bool) {
-        let Some(head) = self.queue.front_mut() else {
-            return;
-        };
-        let seq = head.seq;
-        if head.count > 1 {
-            head.count -= 1;
-        } else {
-            self.queue.pop_front();
-        }
-        while self.attached.front().is_some_and(|(s, _)| *s <= seq) {
-            if let Some((s, command)) = self.attached.pop_front() {
-                if ran && s == seq {
-                    self.batch.push((s, command));
-                }
-            }
-        }
-    }
-
     fn unexpected(&mut self, msg: Backend) {
         let why = match msg {
             Backend::ReadyForQuery => "a ReadyForQuery no request was waiting for",
@@ -486,102 +453,14 @@ impl Tracker {
             self.attached.clear();
         }
     }
-
-    /// Why the tracker no longer knows where the server is, if it does not.
-    pub fn lost(&self) -> Option<&'static str> {
-        self.lost
-    }
-
-    /// Everything sent was answered, no implicit transaction is open, and the server is
-    /// outside a transaction block: the connection can serve another client.
-    pub fn idle(&self) -> bool {
-        self.lost.is_none()
-            && self.maybe == 0
-            && self.queue.is_empty()
-            && self.mode == Mode::Ready
-            && !self.unsynced
-            && self.status == b'I'
-    }
-
-    /// Everything sent was answered (or, lost, the last message was a ReadyForQuery):
-    /// the server waits for the client.
-    pub fn quiet(&self) -> bool {
-        match self.lost {
-            Some(_) => self.last_ready,
-            None => self.queue.is_empty() && self.mode == Mode::Ready && self.maybe == 0,
-        }
-    }
-
-    /// Quiet, but inside a transaction block or an implicit (unsynced) transaction.
-    pub fn idle_in_transaction(&self) -> bool {
-        self.quiet() && (self.unsynced || self.status != b'I')
-    }
-
-    /// The transaction status of the last ReadyForQuery.
-    pub fn status(&self) -> u8 {
-        self.status
-    }
-
-    /// Whether more messages may be sent before the server answers some.
-    pub fn has_room(&self) -> bool {
-        self.queue.len() < MAX_IN_FLIGHT
-    }
-
-    /// Requests that still owe a ReadyForQuery, when the tracker can tell; `None` when
-    /// the server is inside a COPY or an extended batch (or lost).
-    pub fn owed(&self) -> Option<u32> {
-        if self.lost.is_some() || self.unsynced || self.maybe > 0 {
-            return None;
-        }
-        let running = match self.mode {
-            Mode::Ready => 0,
-            Mode::Query | Mode::Function => 1,
-            _ => return None,
-        };
-        let mut owed = running;
-        for item in &self.queue {
-            match item.sent.kind {
-                Frontend::Query | Frontend::FunctionCall | Frontend::Sync => owed += item.count,
-                Frontend::Flush => {}
-                _ => return None,
-            }
-        }
-        Some(owed)
-    }
-
-    /// Since when the server has been working on the oldest unanswered message.
-    pub fn busy_since(&self) -> Option<Instant> {
-        self.busy_since
-    }
-}
-
-thread_local! {
-    /// The queue of the last tracker dropped on this thread, kept for the next one: a
-    /// tracker lives one transaction, and its queue would be allocated each time.
-    static SPARE: std::cell::Cell<VecDeque<Item>> = const { std::cell::Cell::new(VecDeque::new()) };
-}
-
-impl Drop for Tracker {
-    fn drop(&mut self) {
-        let mut queue = std::mem::take(&mut self.queue);
-        if queue.capacity() <= 64 {
-            queue.clear();
-            let _ = SPARE.try_with(|q| q.set(queue));
-        }
-    }
-}
-
-/// Whether the server, reading `kind` between requests, answers it with nothing.
-fn ignored(kind: Frontend) -> bool {
-    matches!(
-        kind,
-        Frontend::Flush | Frontend::CopyData | Frontend::CopyDone | Frontend::CopyFail
-    )
 }
 
 mod commands;
 mod copy;
+mod queue;
+mod state;
 #[cfg(test)]
 mod tests;
 
 use copy::after_copy;
+use queue::{ignored, SPARE};

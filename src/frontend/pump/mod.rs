@@ -14,12 +14,11 @@
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use crate::pool::{record_parameter, PoolStats, PooledConn, Release};
-use crate::protocol::frame::{announced_size, body};
+use crate::protocol::frame::body;
 use crate::protocol::{next_message, Backend, Frontend, ProtocolError};
-use crate::tls::WriteHalf;
 
 use super::conn::ClientConn;
 use super::pin::{self, PinMode, Pins};
@@ -32,40 +31,15 @@ mod counts;
 mod deadline;
 /// Also driven by `frontend::fuzzing`.
 pub(super) mod inspect;
+mod io;
 mod outbox;
+mod outcome;
 
 use counts::Counts;
 use deadline::next_deadline;
 use inspect::{rewrite, session_command};
-
-/// Why the pump stopped.
-#[derive(Debug)]
-pub enum PumpEnd {
-    /// Transaction mode: the transaction ended; the server connection is free.
-    TransactionDone,
-    /// Session mode: the client's RESET took effect; its startup settings are to be
-    /// applied again before the pump goes on.
-    Resync,
-    /// The client sent Terminate.
-    ClientTerminated,
-    /// The client's socket closed or failed.
-    ClientClosed,
-    /// The client sent bytes that are not the protocol.
-    ClientProtocol(ProtocolError),
-    /// `client_idle_timeout` passed with nothing from the client.
-    ClientIdle,
-    /// `idle_transaction_timeout` passed with the client idle in a transaction.
-    IdleInTransaction,
-    /// `query_timeout` passed before the server answered.
-    QueryTimeout,
-    /// The server's socket closed or failed.
-    ServerClosed,
-    /// The server sent bytes that are not the protocol.
-    ServerProtocol(ProtocolError),
-    /// pgfleet lost track of the server's protocol state and would have to add
-    /// messages whose answers it could not tell from the client's.
-    OutOfStep(&'static str),
-}
+use io::{make_room, send, sleep_until};
+pub use outcome::{PumpEnd, PumpResult};
 
 /// How the pump runs for one client.
 #[derive(Debug, Clone, Copy, Default)]
@@ -89,37 +63,6 @@ pub struct Carried<'a> {
     /// Told of reasons that newly pin the client (with the lost state's cause for
     /// `PinReason::Protocol`).
     pub on_pin: &'a (dyn Fn(PinSet, Option<&'static str>) + Sync),
-}
-
-/// What the pump leaves behind.
-#[derive(Debug)]
-pub struct PumpResult {
-    pub end: PumpEnd,
-    /// What the server connection needs before it is reused.
-    pub release: Release,
-    /// Session commands (SET, RESET, DISCARD ALL) that took effect, in order.
-    pub commands: Vec<SqlCommand>,
-    /// The client sent a SET that pgfleet could not follow (extended protocol, several
-    /// statements, or inside a transaction block).
-    pub untracked_set: bool,
-    /// The server ran SET/RESET commands that are not in `commands`: the connection's
-    /// settings must be reset before it is reused.
-    pub settings_dirty: bool,
-    /// pgfleet's list of the connection's prepared statements may be wrong: drop them
-    /// all on the server and forget them before reuse.
-    pub statements_dirty: bool,
-    /// The server answered a RESET or DISCARD ALL (tracked or not).
-    pub reset_seen: bool,
-    /// The server sent ParameterStatus: a reported parameter changed.
-    pub params_changed: bool,
-    /// Requests (Query, Sync, FunctionCall) sent and not answered.
-    pub unanswered: u32,
-    /// The server went away outside a transaction block, with every request it was sent
-    /// sent whole: nothing of the client's can have half-run, the client may go on with
-    /// another server connection.
-    pub recoverable: bool,
-    /// Why the protocol state was lost, if it was: the connection is never reused.
-    pub lost: Option<&'static str>,
 }
 
 /// The most bytes waiting for a peer before the pump stops reading from the other.
@@ -484,41 +427,5 @@ pub async fn pump(
         commands,
         untracked_set: untracked_set || track.untracked_set(),
         lost,
-    }
-}
-
-/// Writes some of `bytes` (`Some(n)`: how many), or flushes what TLS kept when there
-/// are none (`None`). A write of nothing is a closed connection.
-async fn send(w: &mut WriteHalf<'_>, bytes: &[u8]) -> std::io::Result<Option<usize>> {
-    if bytes.is_empty() {
-        return w.flush().await.map(|()| None);
-    }
-    match w.write(bytes).await? {
-        0 => Err(std::io::ErrorKind::WriteZero.into()),
-        n => Ok(Some(n)),
-    }
-}
-
-/// Sleeps until `at`; `None` never comes (the branch is disabled then).
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Reads go into at least 8 KiB of free space (reclaimed at the front of the buffer when
-/// it has been consumed), and a message announced larger than what has arrived gets
-/// room for its rest, 1 MiB at a time: a 5-byte header alone never reserves much.
-fn make_room(buf: &mut BytesMut, max: usize) {
-    const MIN: usize = 8 << 10;
-    const STEP: usize = 1 << 20;
-    let missing = match announced_size(buf, max) {
-        Ok(Some(size)) => size.saturating_sub(buf.len()),
-        _ => 0,
-    };
-    let spare = buf.capacity() - buf.len();
-    if spare < MIN / 2 || spare < missing.min(STEP) {
-        buf.reserve(missing.clamp(MIN, STEP));
     }
 }

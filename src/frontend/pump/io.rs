@@ -1,0 +1,45 @@
+//! The pump's socket and buffer helpers.
+
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+
+use crate::protocol::frame::announced_size;
+use crate::tls::WriteHalf;
+
+/// Writes some of `bytes` (`Some(n)`: how many), or flushes what TLS kept when there
+/// are none (`None`). A write of nothing is a closed connection.
+pub(super) async fn send(w: &mut WriteHalf<'_>, bytes: &[u8]) -> std::io::Result<Option<usize>> {
+    if bytes.is_empty() {
+        return w.flush().await.map(|()| None);
+    }
+    match w.write(bytes).await? {
+        0 => Err(std::io::ErrorKind::WriteZero.into()),
+        n => Ok(Some(n)),
+    }
+}
+
+/// Sleeps until `at`; `None` never comes (the branch is disabled then).
+pub(super) async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads go into at least 8 KiB of free space (reclaimed at the front of the buffer when
+/// it has been consumed), and a message announced larger than what has arrived gets
+/// room for its rest, 1 MiB at a time: a 5-byte header alone never reserves much.
+pub(super) fn make_room(buf: &mut BytesMut, max: usize) {
+    const MIN: usize = 8 << 10;
+    const STEP: usize = 1 << 20;
+    let missing = match announced_size(buf, max) {
+        Ok(Some(size)) => size.saturating_sub(buf.len()),
+        _ => 0,
+    };
+    let spare = buf.capacity() - buf.len();
+    if spare < MIN / 2 || spare < missing.min(STEP) {
+        buf.reserve(missing.clamp(MIN, STEP));
+    }
+}
