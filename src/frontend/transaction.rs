@@ -183,9 +183,7 @@ fn pinned(cluster: &ClusterState, client: &Client<'_>, new: PinSet, lost: Option
             ),
         }
     }
-    let mut all = client.info.pins();
-    all = all.union(new);
-    client.info.set_pins(all);
+    client.info.set_pins(client.info.pins().union(new));
 }
 
 /// Applies the client's settings on `server` after a RESET, and sends the client the
