@@ -8,7 +8,9 @@ METRICS = ("tps", "avg_ms", "p99_ms", "cpu_s_per_1k_xacts", "peak_rss_kib",
 # Ratios: pgfleet in each pool mode against the same mode of each peer.
 COMPARISONS = [("pgfleet-session", "pgbouncer-session"), ("pgfleet-txn", "pgbouncer-txn"),
                ("pgfleet-session", "blog-session"), ("pgfleet-txn", "blog-txn"),
-               ("pgfleet-txn-replica1", "pgbouncer-txn")]
+               ("pgfleet-txn-replica1", "pgbouncer-txn"),
+               ("pgfleet-txn-replica1-baseline", "pgbouncer-txn"),
+               ("pgfleet-txn-replica1", "pgfleet-txn-replica1-baseline")]
 
 
 def summarize(cells, targets, workloads):

@@ -208,8 +208,11 @@ class Pgfleet(Target):
             return self.env.session_pool
         return self.env.txn_pool // sum(n.startswith("replica") for n in self.nodes)
 
+    def binary(self):
+        return self.env.pgfleet
+
     def start(self):
-        proc = procs.spawn(self.name, [self.env.pgfleet, "run", "--config", self.toml],
+        proc = procs.spawn(self.name, [self.binary(), "run", "--config", self.toml],
                            os.path.join(self.dir, "pgfleet.log"),
                            env=dict(os.environ, RUST_LOG="warn"))
         self.running.append(proc)
@@ -235,6 +238,15 @@ class PgfleetTxnReplica1(Pgfleet):
     nodes = ("primary", "replica1")
 
 
+class PgfleetTxnReplica1Baseline(PgfleetTxnReplica1):
+    """pgfleet-txn-replica1 with the binary given by --baseline (an earlier build):
+    the same servers, configuration and rounds, to measure a change before and after."""
+    name, label = "pgfleet-txn-replica1-baseline", "pgfleet baseline transaction (replica1)"
+
+    def binary(self):
+        return self.env.baseline
+
+
 class TokioForward(Target):
     """examples/forward.rs in front of replica1: a bare tokio forwarder on one thread
     (a server connection per client, bytes copied both ways, nothing else). Not a
@@ -256,5 +268,6 @@ class TokioForward(Target):
 
 
 ALL = [Direct, DirectBoth, PgBouncerSession, PgBouncerTxn, BlogSession, BlogTxn,
-       PgfleetSession, PgfleetTxn, PgfleetTxnReplica1, TokioForward]
+       PgfleetSession, PgfleetTxn, PgfleetTxnReplica1, PgfleetTxnReplica1Baseline,
+       TokioForward]
 BY_NAME = {t.name: t for t in ALL}

@@ -20,7 +20,7 @@ use crate::protocol::{next_message, parse_startup, Backend, Frontend, StartupPac
 use super::conn::LOGIN_MAX_MESSAGE;
 use super::pin::message_state;
 use super::prepared::{ClientStatements, Rewriter};
-use super::pump::inspect::{rewrite, session_command};
+use super::pump::inspect::{lead, rewrite, session_command};
 use super::settings::ClientSettings;
 use super::startup::startup_params;
 use super::track::{Sent, Tracker};
@@ -113,14 +113,15 @@ fn pump_inspection(client: &[u8], server: &[u8], transaction: bool, max: usize) 
             continue;
         }
         let _ = message_state(m);
+        let lead = lead(m);
         let command = match kind {
             Frontend::Query | Frontend::Parse => {
-                session_command(m, rewriter.is_some(), &mut untracked)
+                session_command(m, lead, rewriter.is_some(), &mut untracked)
             }
             _ => None,
         };
         let rewritten = match rewriter.as_mut() {
-            Some(rw) => rewrite(rw, m, &mut out, &mut track, command.clone()).unwrap_or(true),
+            Some(rw) => rewrite(rw, m, lead, &mut out, &mut track, command.clone()).unwrap_or(true),
             None => false,
         };
         if !rewritten {

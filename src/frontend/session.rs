@@ -24,6 +24,7 @@ use super::error::ClientError;
 use super::pump::{pump, PumpEnd, PumpOptions};
 use super::settings::{quote_literal, ClientSettings, SqlCommand};
 use super::startup::StartupParams;
+use super::track::Tracker;
 use super::transaction;
 
 /// Who the client is, once authenticated.
@@ -105,9 +106,10 @@ async fn session_mode(
     report_changes(conn, |name| greeted.told(name), &server.params).await?;
     drop(greeted);
     let target = set_cancel_target(client.cancel, &server);
+    let mut track = Tracker::new(false);
     loop {
         let opts = options(&cluster.config().pool, false);
-        let result = pump(conn, &mut server, opts, None, &endpoint.stats).await;
+        let result = pump(conn, &mut server, &mut track, opts, None, &endpoint.stats).await;
         if matches!(result.end, PumpEnd::Resync) {
             // RESET brings startup settings back on PostgreSQL; here they were set after
             // login, so set the ones reset again, and tell the client.

@@ -91,6 +91,9 @@ enum Mode {
 /// The most messages kept in flight: the pump stops reading the client beyond it.
 pub const MAX_IN_FLIGHT: usize = 16 * 1024;
 
+/// The most queued messages whose room `restart` keeps.
+const KEEP: usize = 64;
+
 /// The protocol state of one server connection while a client uses it.
 #[derive(Debug)]
 pub struct Tracker {
@@ -144,7 +147,7 @@ impl Tracker {
     /// the oldest unanswered message is needed (`busy_since`).
     pub fn new(timed: bool) -> Tracker {
         Tracker {
-            queue: SPARE.try_with(|q| q.take()).unwrap_or_default(),
+            queue: VecDeque::new(),
             seq: 0,
             mode: Mode::Ready,
             status: b'I',
@@ -166,6 +169,49 @@ impl Tracker {
             busy_since: None,
             timed,
         }
+    }
+
+    /// Starts again on a connection at rest, as `new` does, keeping the allocations:
+    /// a transaction-mode client's tracker serves each of its transactions in turn.
+    pub fn restart(&mut self, timed: bool) {
+        // Every field, so that a new one cannot be forgotten here.
+        let Tracker {
+            queue,
+            seq,
+            mode,
+            status,
+            unsynced,
+            running,
+            maybe,
+            credit,
+            lost,
+            last_ready,
+            attached,
+            batch,
+            failed,
+            done,
+            discarded,
+            untracked_set,
+            set_tags,
+            reset_seen,
+            statements_unsure,
+            busy_since,
+            timed: was_timed,
+        } = self;
+        // A burst's queue is not kept for the rest of the client's life.
+        if queue.capacity() > KEEP {
+            *queue = VecDeque::new();
+        }
+        queue.clear();
+        attached.clear();
+        batch.clear();
+        done.clear();
+        (*seq, *mode, *status, *unsynced, *running) =
+            (0, Mode::Ready, b'I', false, Answer::Forward);
+        (*maybe, *credit, *lost, *last_ready) = (0, 0, None, true);
+        (*failed, *discarded, *untracked_set, *set_tags) = (false, None, false, 0);
+        (*reset_seen, *statements_unsure, *busy_since) = (false, false, None);
+        *was_timed = timed;
     }
 
     /// A message about to be sent to the server, with the session command it runs.
@@ -205,7 +251,35 @@ impl Tracker {
 
     /// A server message: what to do with it. A message the model did not expect makes
     /// the tracker lost (and is passed on).
+    #[inline]
     pub fn server(&mut self, msg: Backend, body: &[u8]) -> Answer {
+        // The rows of a running query or Execute, the most frequent messages, and a
+        // query's CommandComplete take the short way; `answer_to` gives them the same
+        // answer.
+        let short = match msg {
+            Backend::DataRow | Backend::RowDescription if self.mode == Mode::Query => true,
+            Backend::CommandComplete if self.mode == Mode::Query && self.lost.is_none() => {
+                self.command_complete(body);
+                true
+            }
+            Backend::DataRow if self.mode == Mode::Ready => {
+                self.maybe == 0
+                    && self.credit == 0
+                    && self
+                        .queue
+                        .front()
+                        .is_some_and(|i| i.sent.kind == Frontend::Execute)
+            }
+            _ => false,
+        };
+        if short && self.lost.is_none() {
+            self.last_ready = false;
+            return Answer::Forward;
+        }
+        self.answer_to(msg, body)
+    }
+
+    fn answer_to(&mut self, msg: Backend, body: &[u8]) -> Answer {
         use Backend as B;
         if matches!(
             msg,
@@ -412,20 +486,22 @@ impl Tracker {
         self.running = Answer::Forward;
         self.mode = Mode::Ready;
         self.unsynced = false;
-        let batch = std::mem::take(&mut self.batch);
-        if status == b'I' && !self.failed {
-            for (seq, command) in batch {
-                if command == SqlCommand::DiscardAll {
-                    self.discarded = Some(seq);
+        if !self.batch.is_empty() {
+            let batch = std::mem::take(&mut self.batch);
+            if status == b'I' && !self.failed {
+                for (seq, command) in batch {
+                    if command == SqlCommand::DiscardAll {
+                        self.discarded = Some(seq);
+                    }
+                    self.done.push(command);
                 }
-                self.done.push(command);
+            } else if status != b'I'
+                && batch
+                    .iter()
+                    .any(|(_, c)| matches!(c, SqlCommand::Set { .. }))
+            {
+                self.untracked_set = true;
             }
-        } else if status != b'I'
-            && batch
-                .iter()
-                .any(|(_, c)| matches!(c, SqlCommand::Set { .. }))
-        {
-            self.untracked_set = true;
         }
         self.failed = false;
         self.pop_ignored();
@@ -463,4 +539,4 @@ mod state;
 mod tests;
 
 use copy::after_copy;
-use queue::{ignored, SPARE};
+use queue::ignored;

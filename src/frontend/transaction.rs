@@ -21,6 +21,7 @@ use super::session::{
     set_cancel_target, wait_for_client, Client, Next,
 };
 use super::settings::{ClientSettings, SqlCommand};
+use super::track::Tracker;
 use crate::sql::{PinReason, PinSet};
 
 /// Runs a transaction-mode session to its end.
@@ -41,6 +42,7 @@ pub async fn run(
     let mut warned = false;
     let mut statements = ClientStatements::default();
     let mut pins = Pins::default();
+    let mut track = Tracker::new(false);
     let on_pin = |new: PinSet, lost: Option<&'static str>| pinned(cluster, client, new, lost);
     let mut view = View::new(cluster, endpoint);
     loop {
@@ -79,7 +81,15 @@ pub async fn run(
             pin_mode: view.config.pool.pin,
             on_pin: &on_pin,
         };
-        let result = pump(conn, &mut server, opts, Some(carried), &endpoint.stats).await;
+        let result = pump(
+            conn,
+            &mut server,
+            &mut track,
+            opts,
+            Some(carried),
+            &endpoint.stats,
+        )
+        .await;
         client.info.set(ClientState::Idle, None);
         client.info.set_pins(pins.reasons());
         let mut release = result.release;

@@ -68,18 +68,6 @@ pub fn read_cstr_bytes<'a>(buf: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
     Some(&rest[..end])
 }
 
-/// Whether the first word of a query text (after leading whitespace) is one of
-/// `keywords` (lower case), in any case: a look at a statement without decoding it.
-pub fn first_word_is(sql: &[u8], keywords: &[&str]) -> bool {
-    let start = sql.iter().position(|b| !b.is_ascii_whitespace());
-    let rest = &sql[start.unwrap_or(sql.len())..];
-    let end = rest.iter().position(|b| !b.is_ascii_alphabetic());
-    let word = &rest[..end.unwrap_or(rest.len())];
-    keywords
-        .iter()
-        .any(|k| word.eq_ignore_ascii_case(k.as_bytes()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,16 +99,6 @@ mod tests {
                 max: 1024
             })
         );
-    }
-
-    #[test]
-    fn first_words() {
-        assert!(first_word_is(b"  \n\tSet x = 1", &["set", "reset"]));
-        assert!(first_word_is(b"RESET ALL", &["set", "reset"]));
-        assert!(first_word_is(b"discard all;", &["discard"]));
-        assert!(!first_word_is(b"SELECT 1", &["set", "reset"]));
-        assert!(!first_word_is(b"settle", &["set"]));
-        assert!(!first_word_is(b"", &["set"]));
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub enum Frontend {
 }
 
 impl Frontend {
+    #[inline]
     pub fn from_tag(tag: u8) -> Frontend {
         match tag {
             b'Q' => Frontend::Query,
@@ -87,6 +88,7 @@ pub enum Backend {
 }
 
 impl Backend {
+    #[inline]
     pub fn from_tag(tag: u8) -> Backend {
         match tag {
             b'Z' => Backend::ReadyForQuery,

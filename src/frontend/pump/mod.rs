@@ -37,7 +37,7 @@ mod outcome;
 
 use counts::Counts;
 use deadline::next_deadline;
-use inspect::{rewrite, session_command};
+use inspect::{lead, rewrite, session_command, Lead};
 use io::{make_room, send, sleep_until};
 pub use outcome::{PumpEnd, PumpResult};
 
@@ -70,10 +70,12 @@ const BACKLOG: usize = 256 << 10;
 
 /// Pumps until either side ends (or, in transaction mode, the transaction ends and
 /// nothing pins the client to the connection). `carried` is given in transaction mode.
-/// Traffic is counted on the pool's statistics and on `endpoint`'s.
+/// Traffic is counted on the pool's statistics and on `endpoint`'s. `track` starts
+/// again (a client's tracker serves each of its transactions).
 pub async fn pump(
     client: &mut ClientConn,
     server: &mut PooledConn,
+    track: &mut Tracker,
     opts: PumpOptions,
     carried: Option<Carried<'_>>,
     endpoint: &PoolStats,
@@ -81,7 +83,7 @@ pub async fn pump(
     let max = client.max_message;
     let (pool, sc) = server.with_pool();
     let stats = [&pool.stats, endpoint];
-    let mut track = Tracker::new(opts.query_timeout.is_some());
+    track.restart(opts.query_timeout.is_some());
     let mut counts = Counts::default();
     let (mut sr, mut sw) = sc.stream.split();
     let (sbuf, params) = (&mut sc.buf, &mut sc.params);
@@ -175,15 +177,19 @@ pub async fn pump(
                 }
             }
             // Session mode follows only the RESETs (its settings are applied again).
+            let lead = match kind {
+                Frontend::Query | Frontend::Parse => lead(m),
+                _ => Lead::Other,
+            };
             let command = match kind {
                 Frontend::Query | Frontend::Parse => {
-                    session_command(m, rewriter.is_some(), &mut untracked_set)
+                    session_command(m, lead, rewriter.is_some(), &mut untracked_set)
                         .filter(|c| opts.transaction || !matches!(c, SqlCommand::Set { .. }))
                 }
                 _ => None,
             };
             let rewritten = match rewriter.as_mut() {
-                Some(rw) => match rewrite(rw, m, &mut changed, &mut track, command.clone()) {
+                Some(rw) => match rewrite(rw, m, lead, &mut changed, track, command.clone()) {
                     Ok(done) => done,
                     Err(_) => break 'pump PumpEnd::OutOfStep(track.lost().unwrap_or("lost")),
                 },
@@ -332,7 +338,7 @@ pub async fn pump(
         }
 
         // Wait for the next thing either side can do.
-        let deadline = next_deadline(&track, &opts, idle_since);
+        let deadline = next_deadline(track, &opts, idle_since);
         let read_client = !terminated && track.has_room() && to_server.len() < BACKLOG;
         let read_server = to_client.len() < BACKLOG;
         make_room(cbuf, max);
@@ -370,7 +376,7 @@ pub async fn pump(
             },
             _ = sleep_until(deadline.as_ref().map(|d| d.0)), if deadline.is_some() => {
                 // The state may have moved on meanwhile: only end if it still holds.
-                if let Some((at, end)) = next_deadline(&track, &opts, idle_since) {
+                if let Some((at, end)) = next_deadline(track, &opts, idle_since) {
                     if at <= Instant::now() {
                         break end;
                     }

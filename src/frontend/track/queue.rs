@@ -1,9 +1,7 @@
 //! The tracker's queue of messages sent and not consumed: taking them off as the
-//! server consumes them, and keeping its allocation from one transaction to the next.
+//! server consumes them.
 
-use std::collections::VecDeque;
-
-use super::{Item, Tracker};
+use super::Tracker;
 use crate::protocol::Frontend;
 
 impl Tracker {
@@ -37,22 +35,6 @@ impl Tracker {
                     self.batch.push((s, command));
                 }
             }
-        }
-    }
-}
-
-thread_local! {
-    /// The queue of the last tracker dropped on this thread, kept for the next one: a
-    /// tracker lives one transaction, and its queue would be allocated each time.
-    pub(super) static SPARE: std::cell::Cell<VecDeque<Item>> = const { std::cell::Cell::new(VecDeque::new()) };
-}
-
-impl Drop for Tracker {
-    fn drop(&mut self) {
-        let mut queue = std::mem::take(&mut self.queue);
-        if queue.capacity() <= 64 {
-            queue.clear();
-            let _ = SPARE.try_with(|q| q.set(queue));
         }
     }
 }

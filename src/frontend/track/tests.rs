@@ -300,3 +300,15 @@ fn owed_requests() {
     send(&mut t, "P");
     assert_eq!(t.owed(), None);
 }
+
+#[test]
+fn restart_is_new() {
+    let mut t = Tracker::new(false);
+    t.sent(Sent::client(Frontend::Query), Some(SqlCommand::DiscardAll));
+    send(&mut t, "PBES");
+    recv(&mut t, "C ZT");
+    recv(&mut t, "Z Z");
+    assert!(t.lost().is_some());
+    t.restart(true);
+    assert_eq!(format!("{t:?}"), format!("{:?}", Tracker::new(true)));
+}
