@@ -8,7 +8,7 @@ use common::*;
 use pgfleet::auth_query::LookupStats;
 use pgfleet::harness::{PasswordEncryption, TestCluster};
 
-/// A superuser that may read `pg_shadow` (PgBouncer's default `auth_query`).
+/// A superuser that may read `pg_authid` (the default `auth_query`).
 const SUPER_AUTH: &str = "\"fleet_auth\" \"fleet_auth\"\n";
 
 /// Creates `fleet_auth` (superuser, SCRAM password `fleet_auth`), then `roles` as
@@ -149,7 +149,8 @@ async fn security_definer_function_for_a_non_superuser_auth_user() {
             create schema pgfleet;
             create function pgfleet.user_lookup(i_username text, out uname text, out phash text)
             returns record as $$
-              select usename, passwd from pg_catalog.pg_shadow where usename = i_username;
+              select rolname, case when rolvaliduntil < now() then null else rolpassword end
+              from pg_catalog.pg_authid where rolname = i_username and rolcanlogin;
             $$ language sql security definer set search_path = pg_catalog, pg_temp;
             revoke all on function pgfleet.user_lookup(text) from public;
             grant usage on schema pgfleet to pgfleet_auth;
@@ -172,14 +173,69 @@ async fn security_definer_function_for_a_non_superuser_auth_user() {
     assert_eq!(row.get::<_, String>(0), "aq_user");
     let (code, _) = refusal(s.addr("writer"), "aq_user", "wrong").await;
     assert_eq!(code, "28P01");
-    // pgfleet_auth cannot read pg_shadow itself: only the function lets it.
-    let sql = "select count(*) from pg_shadow";
+    // pgfleet_auth cannot read pg_authid itself: only the function lets it.
+    let sql = "select count(*) from pg_authid";
     let c = connect(s.addr("writer"), "pgfleet_auth", "lookup")
         .await
         .unwrap();
     let e = c.query_one(sql, &[]).await.unwrap_err();
     assert_eq!(sqlstate(&e), "42501", "{e}");
     assert_eq!(lookups(&s).0, 1);
+}
+
+/// A role PostgreSQL refuses (`VALID UNTIL` passed, `NOLOGIN`) is refused by pgfleet
+/// too: looked up for the first time, and when its secret is cached and the pool
+/// holds a server connection already logged in as it (which PostgreSQL does not check
+/// again), once `auth_cache_ttl` is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_and_nologin_roles_are_refused_cold_and_warm() {
+    let cluster = blocking(|| TestCluster::start(1)).expect("start the test cluster");
+    let enc = PasswordEncryption::Scram;
+    create_roles(
+        &cluster,
+        &[
+            ("aq_expired", "pw", enc),
+            ("aq_nologin", "pw", enc),
+            ("aq_expires", "pw", enc),
+        ],
+    );
+    blocking(|| {
+        let sql = "alter role aq_expired valid until 'yesterday';
+            alter role aq_nologin nologin;";
+        cluster.psql(cluster.primary(), sql).unwrap();
+        cluster.wait_caught_up().unwrap();
+    });
+    let general = "auth_user = \"fleet_auth\"\nauth_cache_ttl = \"1s\"";
+    let s = start(cluster, SUPER_AUTH, general, "", "").await;
+    let reader = s.addr("reader");
+    let failed = |user: &str| {
+        (
+            "28P01".to_owned(),
+            format!("password authentication failed for user \"{user}\""),
+        )
+    };
+    for user in ["aq_expired", "aq_nologin"] {
+        assert_eq!(refusal(reader, user, "pw").await, failed(user));
+    }
+    assert_eq!(lookups(&s).1, 2, "both found without a password");
+
+    // Warm: the secret is cached and the pool keeps the server connection.
+    let c = connect(reader, "aq_expires", "pw").await.expect("logs in");
+    c.simple_query("select 1").await.unwrap();
+    drop(c);
+    let backends = "select count(*) from pg_stat_activity where usename = 'aq_expires'";
+    blocking(|| {
+        let sql = "alter role aq_expires valid until 'yesterday'";
+        s.cluster.psql(s.cluster.primary(), sql).unwrap();
+        s.cluster.wait_caught_up().unwrap();
+        let open = s.cluster.psql(1, backends).unwrap();
+        assert_eq!(open, "1", "the pool keeps aq_expires' server connection");
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        refusal(reader, "aq_expires", "pw").await,
+        failed("aq_expires")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,8 +35,9 @@ pub enum AuthType {
     Trust,
 }
 
-/// PgBouncer's default `auth_query`.
-pub const DEFAULT_AUTH_QUERY: &str = "SELECT usename, passwd FROM pg_shadow WHERE usename=$1";
+/// The default `auth_query` (PgBouncer's since 1.24.1): no password for a role that
+/// cannot log in or whose `VALID UNTIL` has passed, which PostgreSQL itself refuses.
+pub const DEFAULT_AUTH_QUERY: &str = "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin";
 
 /// `[general]`: process-wide settings.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -56,7 +57,7 @@ pub struct General {
     pub auth_user: Option<String>,
     /// Finds the secret of a user not in `auth_file`: `$1` is the user name, the
     /// second column of the first row its password (md5 hash or SCRAM secret). Default
-    /// `SELECT usename, passwd FROM pg_shadow WHERE usename=$1`.
+    /// `DEFAULT_AUTH_QUERY`.
     pub auth_query: String,
     /// Database `auth_query` runs in. Default `postgres`.
     pub auth_dbname: String,

@@ -5,6 +5,7 @@ mod counter;
 mod guard;
 mod idle;
 pub mod janitor;
+mod login;
 mod opens;
 mod prepared;
 mod server;

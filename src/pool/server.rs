@@ -9,14 +9,13 @@ use postgres_protocol::message::frontend as fe;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use crate::auth::{
-    md5_response_for_server, Binding, ClientKeys, ScramClient, ScramCredential, Secret,
-    SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
-};
+use crate::auth::{ClientKeys, Secret};
 use crate::cancel::{CancelGate, CancelTarget, Listed};
 use crate::cluster::sockets::SocketEntry;
 use crate::cluster::Node;
 use crate::protocol::backend::{parse_error_fields, parse_parameter_status, ErrorFields};
+
+use super::login::{self, Channel};
 use crate::protocol::frame::{body, next_message};
 use crate::tls::{connect_server, Stream, TlsError};
 
@@ -101,7 +100,8 @@ impl ServerConn {
         let addr = node.addr.as_str();
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
-        let stream = match connect_server(tcp, addr, &set.server_tls()).await {
+        let tls = set.server_tls();
+        let stream = match connect_server(tcp, addr, &tls).await {
             Ok(s) => s,
             Err(TlsError::Io(e)) => return Err(ServerError::Io(e)),
             Err(TlsError::Refused(why)) => return Err(ServerError::Tls(why)),
@@ -131,7 +131,18 @@ impl ServerConn {
             socket: None,
             open,
         };
-        conn.login(database, cred, max_message).await?;
+        let channel = Channel::of(&conn.stream, tls.mode);
+        let session = login::login(
+            &mut conn.stream,
+            &mut conn.buf,
+            database,
+            cred,
+            channel,
+            max_message,
+        )
+        .await?;
+        (conn.params, conn.backend_pid, conn.backend_key) =
+            (session.params, session.pid, session.key);
         conn.cancel_target = Listed::new(
             &set.cancel_targets,
             target(conn.backend_pid, conn.backend_key),
@@ -139,143 +150,9 @@ impl ServerConn {
         Ok(conn)
     }
 
-    async fn login(
-        &mut self,
-        database: &str,
-        cred: &Credentials,
-        max: usize,
-    ) -> Result<(), ServerError> {
-        let mut out = BytesMut::new();
-        let params = [
-            ("user", cred.user.as_str()),
-            ("database", database),
-            ("client_encoding", "UTF8"),
-        ];
-        fe::startup_message(params.iter().copied(), &mut out)?;
-        self.stream.send(&out).await?;
-        let mut scram: Option<ScramClient> = None;
-        loop {
-            let msg = self.read_message(max).await?;
-            let b = body(&msg);
-            match msg[0] {
-                b'R' => {
-                    let code = b
-                        .get(..4)
-                        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
-                    out.clear();
-                    match code {
-                        Some(0) => continue,
-                        Some(3) => {
-                            let Some(Secret::Plain(pw)) = &cred.secret else {
-                                return Err(login("the server asks for a cleartext password and auth_file has none"));
-                            };
-                            fe::password_message(pw.as_bytes(), &mut out)?;
-                        }
-                        Some(5) => {
-                            let salt: [u8; 4] = b
-                                .get(4..8)
-                                .and_then(|s| s.try_into().ok())
-                                .ok_or_else(|| protocol("short md5 request"))?;
-                            let secret = cred
-                                .secret
-                                .as_ref()
-                                .ok_or_else(|| login("no auth_file entry for md5"))?;
-                            let resp = md5_response_for_server(secret, &cred.user, salt)
-                                .ok_or_else(|| login("the server asks for md5 and auth_file holds a SCRAM secret"))?;
-                            fe::password_message(resp.as_bytes(), &mut out)?;
-                        }
-                        Some(10) => {
-                            let offers = |name: &str| {
-                                b[4..].split(|&c| c == 0).any(|m| m == name.as_bytes())
-                            };
-                            let binding = match self.end_point() {
-                                Some(hash) if offers(SCRAM_SHA_256_PLUS) => Binding::EndPoint(hash),
-                                Some(_) => Binding::NotOffered,
-                                None => Binding::No,
-                            };
-                            let mechanism = match binding {
-                                Binding::EndPoint(_) => SCRAM_SHA_256_PLUS,
-                                _ if offers(SCRAM_SHA_256) => SCRAM_SHA_256,
-                                _ => return Err(login("the server offers no SCRAM-SHA-256")),
-                            };
-                            let credential = match (&cred.secret, &cred.scram_keys) {
-                                (Some(Secret::Plain(pw)), _) => {
-                                    ScramCredential::Password(pw.clone())
-                                }
-                                (_, Some(keys)) => ScramCredential::Keys(keys.clone()),
-                                _ => {
-                                    return Err(login(
-                                        "no plaintext password or SCRAM keys for this user",
-                                    ))
-                                }
-                            };
-                            let mut client = ScramClient::new(credential).with_binding(binding);
-                            let first = client.client_first();
-                            fe::sasl_initial_response(mechanism, &first, &mut out)?;
-                            scram = Some(client);
-                        }
-                        Some(11) => {
-                            let client = scram
-                                .as_mut()
-                                .ok_or_else(|| protocol("SASLContinue before SASL"))?;
-                            let reply = client
-                                .handle_server_first(&b[4..])
-                                .map_err(|e| login(&e.to_string()))?;
-                            fe::sasl_response(&reply, &mut out)?;
-                        }
-                        Some(12) => {
-                            let client = scram
-                                .as_mut()
-                                .ok_or_else(|| protocol("SASLFinal before SASL"))?;
-                            client
-                                .handle_server_final(&b[4..])
-                                .map_err(|e| login(&e.to_string()))?;
-                            continue;
-                        }
-                        _ => {
-                            return Err(login(
-                                "the server asks for an unsupported authentication method",
-                            ))
-                        }
-                    }
-                    self.stream.send(&out).await?;
-                }
-                b'S' => self.record_parameter(b),
-                b'K' if b.len() == 8 => {
-                    self.backend_pid = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-                    self.backend_key = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
-                }
-                b'Z' => return Ok(()),
-                b'E' => return Err(refused(b)),
-                b'N' | b'v' => {}
-                other => {
-                    return Err(protocol(&format!(
-                        "unexpected message '{}' at login",
-                        char::from(other)
-                    )))
-                }
-            }
-        }
-    }
-
     /// Reads one whole message from the server into an owned buffer.
     pub async fn read_message(&mut self, max: usize) -> Result<BytesMut, ServerError> {
-        loop {
-            match next_message(&self.buf, max) {
-                Ok(Some(h)) => return Ok(self.buf.split_to(h.total)),
-                Ok(None) => {}
-                Err(e) => return Err(protocol(&e.to_string())),
-            }
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
-                return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-            }
-        }
-    }
-
-    /// The `tls-server-end-point` data of the server's certificate, on TLS.
-    fn end_point(&self) -> Option<Vec<u8>> {
-        let certs = self.stream.tls()?.peer_certificates()?;
-        crate::tls::end_point_hash(certs.first()?)
+        read_message(&mut self.stream, &mut self.buf, max).await
     }
 
     /// Records a ParameterStatus body.
@@ -349,17 +226,24 @@ pub fn record_parameter(params: &mut Vec<(String, String)>, body: &[u8]) {
     }
 }
 
-fn login(msg: &str) -> ServerError {
-    ServerError::Login(msg.to_owned())
-}
-
-fn protocol(msg: &str) -> ServerError {
-    ServerError::Protocol(msg.to_owned())
-}
-
-fn refused(body: &[u8]) -> ServerError {
-    match parse_error_fields(body) {
-        Some(f) => ServerError::Refused(f),
-        None => protocol("malformed ErrorResponse"),
+/// Reads one whole message from `stream` (after what `buf` holds) into an owned buffer.
+pub(super) async fn read_message(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<BytesMut, ServerError> {
+    loop {
+        match next_message(buf, max) {
+            Ok(Some(h)) => return Ok(buf.split_to(h.total)),
+            Ok(None) => {}
+            Err(e) => return Err(protocol(&e.to_string())),
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
     }
+}
+
+pub(super) fn protocol(msg: &str) -> ServerError {
+    ServerError::Protocol(msg.to_owned())
 }
