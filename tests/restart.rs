@@ -268,8 +268,9 @@ async fn a_successor_takes_over_with_no_client_refused() {
     let health = common::http::get(conf.http, "/healthz").await;
     assert_eq!(health.status, 200, "{}", health.body);
     assert!(b.running());
-    let control = format!("/tmp/.s.PGFLEET.{}", conf.lowest_port);
-    assert!(Path::new(&control).exists(), "{control}");
+    // The default path: in the runtime directory (the child has this environment).
+    let control = pgfleet::takeover::runtime_dir().join(format!(".s.PGFLEET.{}", conf.lowest_port));
+    assert!(control.exists(), "{}", control.display());
     // And B hands over in turn.
     let mut c = Pgfleet::start("c", &conf.path, dir.path());
     blocking(|| c.notified("READY=1", Duration::from_secs(15)));
@@ -278,7 +279,7 @@ async fn a_successor_takes_over_with_no_client_refused() {
     assert!(ok, "{out}");
     c.signal(libc::SIGINT);
     assert!(blocking(|| c.exit_within(Duration::from_secs(10))).is_some_and(|s| s.success()));
-    assert!(!Path::new(&control).exists(), "{control} left behind");
+    assert!(!control.exists(), "{} left behind", control.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

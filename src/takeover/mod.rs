@@ -19,7 +19,7 @@ mod wire;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tokio::task::JoinHandle;
 
@@ -32,10 +32,15 @@ pub use successor::Predecessor;
 /// The greeting a successor opens with (its pid follows).
 const HELLO: &str = "HELLO pgfleet-takeover 1";
 
-/// The control socket's path: `takeover_socket`, or `/tmp/.s.PGFLEET.<port>` with the
-/// lowest non-zero port pgfleet listens on (unique per instance, since no two can
-/// listen there). `None` when hand-over is off (`""`) or every port is 0.
+/// The control socket's path: `takeover_socket`, or `.s.PGFLEET.<port>` in the runtime
+/// directory (`runtime_dir`) with the lowest non-zero port pgfleet listens on (unique
+/// per instance, since no two can listen there). `None` when hand-over is off (`""`)
+/// or every port is 0.
 pub fn control_path(config: &Config) -> Option<PathBuf> {
+    control_path_in(config, &runtime_dir())
+}
+
+fn control_path_in(config: &Config, runtime_dir: &Path) -> Option<PathBuf> {
     if let Some(path) = &config.general.takeover_socket {
         return (!path.as_os_str().is_empty()).then(|| path.clone());
     }
@@ -52,8 +57,31 @@ pub fn control_path(config: &Config) -> Option<PathBuf> {
         .map(|a| a.port())
         .filter(|p| *p != 0)
         .min()?;
-    Some(PathBuf::from(format!("/tmp/.s.PGFLEET.{port}")))
+    Some(runtime_dir.join(format!(".s.PGFLEET.{port}")))
 }
+
+/// Where the default control socket lives: a directory only pgfleet's user writes,
+/// not `/tmp`, where any local user could take the name first. systemd's
+/// `RuntimeDirectory` (`$RUNTIME_DIRECTORY`), else the user's (`$XDG_RUNTIME_DIR`),
+/// else `/run/pgfleet` (made, mode 0700, when missing).
+pub fn runtime_dir() -> PathBuf {
+    let var = |name| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    // systemd lists several directories separated by ':' when a unit asks for several.
+    let systemd = std::env::var("RUNTIME_DIRECTORY")
+        .ok()
+        .and_then(|v| v.split(':').next().map(PathBuf::from))
+        .filter(|p| p.is_absolute());
+    systemd
+        .or_else(|| var("XDG_RUNTIME_DIR"))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_RUNTIME_DIR))
+}
+
+/// The runtime directory when the environment names none.
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/pgfleet";
 
 /// Starts pgfleet on `loaded`, taking the listening sockets over from the pgfleet
 /// running on the control socket, if one answers; then serves the control socket. The
@@ -80,6 +108,14 @@ pub async fn start(loaded: Loaded) -> anyhow::Result<(Fleet, Option<JoinHandle<(
                 pid,
                 "took the listening sockets over; the predecessor did not confirm it stopped accepting"
             ),
+        }
+    }
+    if let Some(dir) = path.as_deref().and_then(Path::parent) {
+        if dir == Path::new(DEFAULT_RUNTIME_DIR) && !dir.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            if let Err(e) = std::fs::DirBuilder::new().mode(0o700).create(dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot make the runtime directory");
+            }
         }
     }
     let control = match path.map(|path| ControlSocket::bind(&path)) {
@@ -135,25 +171,29 @@ role = "primary"
 
     #[test]
     fn the_path_comes_from_the_lowest_port_unless_set() {
+        let run = Path::new("/run/user/1000");
         let c = config(ENDPOINTS);
         assert_eq!(
-            control_path(&c).unwrap(),
-            PathBuf::from("/tmp/.s.PGFLEET.6432")
+            control_path_in(&c, run).unwrap(),
+            PathBuf::from("/run/user/1000/.s.PGFLEET.6432")
         );
         let c = config(&format!(
             "[general]\nadmin_listen = \"127.0.0.1:6000\"\n{ENDPOINTS}"
         ));
         assert_eq!(
-            control_path(&c).unwrap(),
-            PathBuf::from("/tmp/.s.PGFLEET.6000")
+            control_path_in(&c, run).unwrap(),
+            PathBuf::from("/run/user/1000/.s.PGFLEET.6000")
         );
         let c = config(&format!(
             "[general]\ntakeover_socket = \"/run/p.sock\"\n{ENDPOINTS}"
         ));
-        assert_eq!(control_path(&c).unwrap(), PathBuf::from("/run/p.sock"));
+        assert_eq!(
+            control_path_in(&c, run).unwrap(),
+            PathBuf::from("/run/p.sock")
+        );
         let c = config(&format!("[general]\ntakeover_socket = \"\"\n{ENDPOINTS}"));
-        assert_eq!(control_path(&c), None);
+        assert_eq!(control_path_in(&c, run), None);
         let c = config(&ENDPOINTS.replace(":6433", ":0").replace(":6432", ":0"));
-        assert_eq!(control_path(&c), None);
+        assert_eq!(control_path_in(&c, run), None);
     }
 }

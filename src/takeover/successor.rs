@@ -28,7 +28,24 @@ pub struct Predecessor {
 impl Predecessor {
     /// Asks the pgfleet listening on `path` for its sockets. `None` when none answers
     /// there (no file, or a stale one); an error when one answers but the exchange fails.
+    ///
+    /// A socket another user owns, or whose peer runs as another user, is not a
+    /// predecessor (anyone may have made it to stop pgfleet from starting): a warning,
+    /// and pgfleet starts as if there were none.
     pub async fn find(path: &Path) -> anyhow::Result<Option<Predecessor>> {
+        use std::os::unix::fs::MetadataExt;
+        let me = rustix::process::geteuid().as_raw();
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.uid() != me => {
+                tracing::warn!(
+                    path = %path.display(),
+                    owner = m.uid(),
+                    "the control socket belongs to another user: no predecessor taken over"
+                );
+                return Ok(None);
+            }
+            _ => {}
+        }
         let conn = match Conn::connect(path) {
             Ok(c) => c,
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
@@ -44,7 +61,10 @@ impl Predecessor {
                 path.display()
             )
         };
-        conn.check_peer().with_context(what)?;
+        if let Err(e) = conn.check_peer() {
+            tracing::warn!(path = %path.display(), error = %e, "the control socket's peer runs as another user: no predecessor taken over");
+            return Ok(None);
+        }
         conn.send::<OwnedFd>(&format!("{HELLO} {}", std::process::id()), &[])
             .await
             .with_context(what)?;
@@ -101,5 +121,27 @@ impl Predecessor {
             Ok(Some((bye, _))) if bye == "BYE" => Ok(true),
             Ok(_) | Err(_) => Ok(false),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Someone else's socket at the path (made here, then given to another user, as
+    /// root; skipped otherwise) is no predecessor: `find` neither fails nor waits.
+    #[tokio::test]
+    async fn another_users_socket_is_no_predecessor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".s.PGFLEET.1");
+        let _listener = super::super::wire::Listener::bind(&path).unwrap();
+        if std::os::unix::fs::chown(&path, Some(65534), Some(65534)).is_err() {
+            eprintln!("skipped: not root, cannot give the socket to another user");
+            return;
+        }
+        let found = tokio::time::timeout(Duration::from_secs(5), Predecessor::find(&path))
+            .await
+            .expect("find does not wait on it");
+        assert!(found.expect("not an error").is_none());
     }
 }
