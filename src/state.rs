@@ -14,8 +14,12 @@ use crate::capacity::Capacity;
 use crate::clients::ClientRegistry;
 use crate::cluster::ClusterState;
 use crate::config::Config;
+use crate::frontend::PendingByAddress;
 use crate::listen::Listeners;
 use crate::workers::Workers;
+
+/// Connections to the admin console accepted and not yet authenticated.
+pub const CONSOLE_PENDING_LOGINS: usize = 64;
 
 /// Configuration and topology as one consistent snapshot.
 #[derive(Debug)]
@@ -38,9 +42,14 @@ pub struct State {
     pub clients: ClientRegistry,
     /// `max_client_conn` permits, one per connected client.
     pub client_slots: Capacity,
-    /// `max_pending_logins` permits, one per connection from accept until it is
+    /// `max_pending_logins` permits, one per client connection from accept until it is
     /// authenticated.
     pub pending_logins: Capacity,
+    /// The admin console's own (`CONSOLE_PENDING_LOGINS`): a flood of the client
+    /// endpoints does not lock operators out.
+    pub console_logins: Capacity,
+    /// Logins in progress per source address (`max_pending_logins_per_address`).
+    pub pending_by_address: PendingByAddress,
     /// Reloads of the configuration, serialized, and their counts.
     pub reloads: Reloads,
     next_client_id: AtomicU32,
@@ -75,6 +84,8 @@ impl State {
             clients: ClientRegistry::default(),
             client_slots: Capacity::new(max),
             pending_logins: Capacity::new(max_pending),
+            console_logins: Capacity::new(CONSOLE_PENDING_LOGINS),
+            pending_by_address: PendingByAddress::default(),
             reloads: Reloads::default(),
             next_client_id: AtomicU32::new(1),
             mock_key: rand::random(),

@@ -181,33 +181,33 @@ async fn max_pending_logins_bounds_unauthenticated_connections() {
         state.pending_logins.in_use() == 0
     })
     .await;
-    // Three connections that say nothing hold every permit, endpoints and console alike.
+    // Three connections that say nothing hold every permit of the endpoints.
     let mut stalled = Vec::new();
-    for target in [addr, admin, addr] {
-        stalled.push(TcpStream::connect(target).await.unwrap());
+    for _ in 0..3 {
+        stalled.push(TcpStream::connect(addr).await.unwrap());
     }
     wait_for("three logins pending", Duration::from_secs(5), || {
         state.pending_logins.in_use() == 3
     })
     .await;
-    for target in [addr, admin] {
-        let mut cfg = tokio_postgres::Config::new();
-        cfg.host("127.0.0.1")
-            .port(target.port())
-            .user("app")
-            .password("app")
-            .dbname(if target == admin { "pgfleet" } else { "app" });
-        let Err(e) = cfg.connect(tokio_postgres::NoTls).await else {
-            panic!("a fourth login was let in");
-        };
-        assert_eq!(sqlstate(&e), "53300", "{e}");
-        let message = e.as_db_error().map(|d| d.message().to_owned());
-        assert_eq!(
-            message.as_deref(),
-            Some("too many connections waiting to log in (max_pending_logins)")
-        );
-    }
-    // The client already in is not disturbed.
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1")
+        .port(addr.port())
+        .user("app")
+        .password("app")
+        .dbname("app");
+    let Err(e) = cfg.connect(tokio_postgres::NoTls).await else {
+        panic!("a fourth login was let in");
+    };
+    assert_eq!(sqlstate(&e), "53300", "{e}");
+    let message = e.as_db_error().map(|d| d.message().to_owned());
+    assert_eq!(
+        message.as_deref(),
+        Some("too many connections waiting to log in (max_pending_logins)")
+    );
+    // The console has a budget of its own, and the client already in is not disturbed.
+    let (ok, out) = blocking(|| console(admin, "app", "app", "SHOW VERSION"));
+    assert!(ok, "{out}");
     assert!(whereami(&logged_in).await.0);
     // Once they leave, logins are let in again.
     drop(stalled);
@@ -216,8 +216,61 @@ async fn max_pending_logins_bounds_unauthenticated_connections() {
     })
     .await;
     assert!(whereami(&app(addr).await).await.0);
+}
+
+/// A connection from `source` (a loopback address) to `addr`.
+async fn connect_from(source: &str, addr: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4()?;
+    sock.bind(format!("{source}:0").parse().unwrap())?;
+    sock.connect(addr).await
+}
+
+/// A flood of connections that never send a startup packet, from one address: it
+/// holds no more than `max_pending_logins_per_address` of the pending logins, each for
+/// no longer than `client_startup_timeout`, and neither a client from another address
+/// nor the console is locked out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_silent_connections_locks_out_no_one_else() {
+    let general = "max_pending_logins = 50\nmax_pending_logins_per_address = 20\n\
+        client_startup_timeout = \"2s\"\n\
+        admin_listen = \"127.0.0.1:0\"\nadmin_users = [\"app\"]";
+    let s = setup(1, general, "", "").await;
+    let addr = s.addr("reader");
+    let admin = s.fleet.admin.expect("admin_listen is served");
+    let state = s.fleet.state.clone();
+    let mut flood = Vec::new();
+    for _ in 0..60 {
+        flood.push(connect_from("127.0.0.2", addr).await.unwrap());
+    }
+    for _ in 0..70 {
+        if let Ok(c) = connect_from("127.0.0.2", admin).await {
+            flood.push(c);
+        }
+    }
+    let source: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    wait_for("the flood's logins pending", Duration::from_secs(5), || {
+        state.pending_by_address.in_progress(source) == 20
+    })
+    .await;
+    // Another address logs in, and so does the console.
+    let started = std::time::Instant::now();
+    assert!(whereami(&app(addr).await).await.0);
     let (ok, out) = blocking(|| console(admin, "app", "app", "SHOW VERSION"));
     assert!(ok, "{out}");
+    // The flood's connections are each refused (53300) or dropped (08P01) in time.
+    for sock in &mut flood[..60] {
+        let e = error_fields(&read_to_close(sock).await);
+        assert!(
+            (e.code == "53300" && e.message.contains("max_pending_logins_per_address"))
+                || (e.code == "08P01" && e.message.contains("client_startup_timeout")),
+            "{e:?}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    wait_for("no login pending", Duration::from_secs(5), || {
+        state.pending_logins.in_use() == 0 && state.pending_by_address.in_progress(source) == 0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -80,7 +80,7 @@ pub async fn serve(state: Arc<State>, listener: TcpListener) {
     frontend::accept_loop(&state, &listener, |stream, peer| {
         let id = state.next_client_id();
         let span = tracing::info_span!("admin", id, %peer);
-        tokio::spawn(handle(state.clone(), stream).instrument(span));
+        tokio::spawn(handle(state.clone(), stream, peer.ip()).instrument(span));
     })
     .await;
 }
@@ -105,7 +105,7 @@ fn access(topology: &Topology, user: &str) -> Option<Access> {
     }
 }
 
-async fn handle(state: Arc<State>, stream: TcpStream) {
+async fn handle(state: Arc<State>, stream: TcpStream, peer: std::net::IpAddr) {
     let _ = stream.set_nodelay(true);
     let topology = state.current.load_full();
     let mut conn = ClientConn::new(stream);
@@ -116,7 +116,10 @@ async fn handle(state: Arc<State>, stream: TcpStream) {
         }
         Ok(())
     };
-    let login = Box::pin(frontend::login(&state, &mut conn, &topology, None, admit));
+    let budget = (&state.console_logins, peer);
+    let login = Box::pin(frontend::login(
+        &state, &mut conn, &topology, budget, None, admit,
+    ));
     let Some((params, _)) = login.await else {
         return;
     };

@@ -232,8 +232,16 @@ pub fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
             "must be at least 1024",
         ));
     }
+    if g.client_startup_timeout.is_zero() {
+        return Err(invalid(
+            gfile,
+            "general.client_startup_timeout",
+            "must be more than 0s",
+        ));
+    }
     for (k, d) in [
         ("general.client_login_timeout", g.client_login_timeout),
+        ("general.client_startup_timeout", g.client_startup_timeout),
         ("general.stats_period", g.stats_period),
         ("general.shutdown_timeout", g.shutdown_timeout),
         ("general.auth_cache_ttl", g.auth_cache_ttl),

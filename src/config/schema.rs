@@ -72,14 +72,22 @@ pub struct General {
     /// Client connections allowed at once over all endpoints; beyond it clients get
     /// 53300. Default 10000.
     pub max_client_conn: usize,
-    /// Connections accepted and not yet authenticated, over all endpoints and the admin
-    /// console; one more gets 53300 at once and is closed. Default 1000.
+    /// Connections accepted and not yet authenticated, over all endpoints; one more gets
+    /// 53300 at once and is closed. Default 1000. The admin console has a budget of its
+    /// own.
     pub max_pending_logins: usize,
+    /// Of those, the most from one source address (an IPv6 /64 counts as one); 0: no
+    /// limit. Default 100.
+    pub max_pending_logins_per_address: usize,
     /// Largest protocol message accepted from a client or server. Default 256 MiB.
     pub max_message_size: usize,
     /// Time a client has to finish startup and authentication. Default 60s.
     #[serde(with = "duration")]
     pub client_login_timeout: Duration,
+    /// Time a client has, from its connection, to send its startup packet (TLS
+    /// handshake included). Default 5s.
+    #[serde(with = "duration")]
+    pub client_startup_timeout: Duration,
     /// How often the per-pool statistics line is logged; "0s" disables it. Default 60s.
     #[serde(with = "duration")]
     pub stats_period: Duration,
@@ -94,8 +102,8 @@ pub struct General {
     pub shutdown_timeout: Duration,
     /// The Unix socket through which a starting pgfleet takes the listening sockets
     /// over from the one running (an absolute path; `""` turns hand-over off). Default:
-    /// `/tmp/.s.PGFLEET.<port>` with the lowest non-zero listen port, none when every
-    /// port is 0. Needs a restart.
+    /// `.s.PGFLEET.<port>` with the lowest non-zero listen port in the runtime directory
+    /// (`takeover::runtime_dir`), none when every port is 0. Needs a restart.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub takeover_socket: Option<PathBuf>,
     /// TLS towards clients: `disable` (default), `allow`, `prefer` or `require`.
@@ -139,8 +147,10 @@ impl Default for General {
             stats_users: Vec::new(),
             max_client_conn: 10_000,
             max_pending_logins: 1_000,
+            max_pending_logins_per_address: 100,
             max_message_size: 256 << 20,
             client_login_timeout: Duration::from_secs(60),
+            client_startup_timeout: Duration::from_secs(5),
             stats_period: Duration::from_secs(60),
             log_connections: true,
             workers: 0,

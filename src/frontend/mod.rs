@@ -6,6 +6,7 @@ mod conn;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod pending;
 mod pin;
 mod prepared;
 mod pump;
@@ -15,7 +16,7 @@ mod startup;
 mod track;
 mod transaction;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -23,6 +24,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::cancel::send_cancel;
+use crate::capacity::Capacity;
 use crate::clients::NewClient;
 use crate::cluster::{ClusterState, EndpointState, Phase};
 use crate::dormant::Dormant;
@@ -31,6 +33,7 @@ use crate::protocol::sqlstate;
 use crate::state::{State, Topology};
 
 pub use error::ClientError;
+pub use pending::PendingByAddress;
 
 pub(crate) use conn::ClientConn;
 pub(crate) use startup::{Hello, StartupParams};
@@ -130,7 +133,15 @@ async fn handle_client(
     };
     // Boxed: the login's state (TLS handshake, an auth_query lookup's connect) lives on
     // the heap while it runs and is gone after, instead of sizing every client's task.
-    let login = Box::pin(login(&state, &mut conn, &topology, Some(&cluster), admit));
+    let budget = (&state.pending_logins, peer.ip());
+    let login = Box::pin(login(
+        &state,
+        &mut conn,
+        &topology,
+        budget,
+        Some(&cluster),
+        admit,
+    ));
     let Some((params, cred)) = login.await else {
         return;
     };
@@ -219,28 +230,49 @@ async fn until_stopped<F: std::future::Future>(
     }
 }
 
-/// Reads the startup packet (forwarding a cancel request), lets `admit` refuse the
-/// client, and authenticates it (a client of `cluster` who is not in `auth_file` with
-/// what `auth_query` finds), within `client_login_timeout` and holding one of the
-/// `max_pending_logins` permits. `None` when the connection ends here (a cancel
-/// request, or a refusal the client was told of, counted on `cluster` when there is one).
+/// Reads the startup packet (forwarding a cancel request) within
+/// `client_startup_timeout`, lets `admit` refuse the client, and authenticates it (a
+/// client of `cluster` who is not in `auth_file` with what `auth_query` finds), within
+/// `client_login_timeout`, holding a permit of `budget` (`max_pending_logins`, or the
+/// console's) and one of `peer`'s source (`max_pending_logins_per_address`). `None`
+/// when the connection ends here (a cancel request, or a refusal the client was told
+/// of, counted on `cluster` when there is one).
 pub(crate) async fn login(
     state: &State,
     conn: &mut ClientConn,
     topology: &Topology,
+    (budget, peer): (&Capacity, IpAddr),
     cluster: Option<&ClusterState>,
     admit: impl FnOnce(&StartupParams) -> Result<(), ClientError>,
 ) -> Option<(StartupParams, Credentials)> {
     let general = &topology.config.general;
-    let Some(_pending) = state.pending_logins.try_acquire() else {
+    let Some(_pending) = budget.try_acquire() else {
         let text = "too many connections waiting to log in (max_pending_logins)";
+        let e = ClientError::fatal(sqlstate::TOO_MANY_CONNECTIONS, text);
+        refuse(conn, e, cluster).await;
+        return None;
+    };
+    let per_address = general.max_pending_logins_per_address;
+    let Some(_from) = state.pending_by_address.try_acquire(peer, per_address) else {
+        let text = "too many connections from this address waiting to log in \
+                    (max_pending_logins_per_address)";
         let e = ClientError::fatal(sqlstate::TOO_MANY_CONNECTIONS, text);
         refuse(conn, e, cluster).await;
         return None;
     };
     let steps = async {
         let tls = topology.client_tls.as_deref();
-        let params = match startup::read_hello(conn, tls).await? {
+        let hello = tokio::time::timeout(
+            general.client_startup_timeout,
+            startup::read_hello(conn, tls),
+        );
+        let Ok(hello) = hello.await else {
+            return Err(ClientError::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                "client_startup_timeout: no startup packet in time",
+            ));
+        };
+        let params = match hello? {
             Hello::Cancel { pid, key } => {
                 cancel(state, pid, key).await;
                 return Ok(None);
