@@ -232,6 +232,20 @@ pub fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
             "must be at least 1024",
         ));
     }
+    if g.http_max_connections == 0 {
+        return Err(invalid(
+            gfile,
+            "general.http_max_connections",
+            "must be at least 1",
+        ));
+    }
+    if g.http_connection_timeout.is_zero() {
+        return Err(invalid(
+            gfile,
+            "general.http_connection_timeout",
+            "must be more than 0s",
+        ));
+    }
     if g.client_startup_timeout.is_zero() {
         return Err(invalid(
             gfile,
@@ -242,6 +256,7 @@ pub fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
     for (k, d) in [
         ("general.client_login_timeout", g.client_login_timeout),
         ("general.client_startup_timeout", g.client_startup_timeout),
+        ("general.http_connection_timeout", g.http_connection_timeout),
         ("general.stats_period", g.stats_period),
         ("general.shutdown_timeout", g.shutdown_timeout),
         ("general.auth_cache_ttl", g.auth_cache_ttl),

@@ -47,6 +47,13 @@ pub struct General {
     pub admin_listen: Option<SocketAddr>,
     /// HTTP address for /metrics, /healthz, /readyz, /status. Default: none.
     pub http_listen: Option<SocketAddr>,
+    /// HTTP connections open at once; one more is closed as soon as it is accepted.
+    /// Default 100.
+    pub http_max_connections: usize,
+    /// How long one HTTP connection may stay open, requests and answers included;
+    /// then it is closed (an answer being written gets 1s more). Default 30s.
+    #[serde(with = "duration")]
+    pub http_connection_timeout: Duration,
     /// PgBouncer-format userlist, relative to the config file. Default: `userlist.txt`.
     pub auth_file: PathBuf,
     /// `scram-sha-256` (default), `md5` or `trust`.
@@ -148,6 +155,8 @@ impl Default for General {
             max_client_conn: 10_000,
             max_pending_logins: 1_000,
             max_pending_logins_per_address: 100,
+            http_max_connections: 100,
+            http_connection_timeout: Duration::from_secs(30),
             max_message_size: 256 << 20,
             client_login_timeout: Duration::from_secs(60),
             client_startup_timeout: Duration::from_secs(5),

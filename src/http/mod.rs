@@ -24,18 +24,27 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
+use crate::capacity::{Capacity, Permit};
 use crate::state::State;
 
 /// How long a client has to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long open connections get to finish their answer once pgfleet stops.
+/// How long open connections get to finish their answer once pgfleet stops or their
+/// `http_connection_timeout` is up.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// The most bytes of requests read ahead (pipelined) per connection: requests are a
+/// line and a few headers.
+const MAX_BUF: usize = 16 * 1024;
 
 /// Accepts HTTP clients until pgfleet stops or stops accepting (`State::closing`);
-/// connections already open go on until it stops.
+/// connections already open go on until it stops or `http_connection_timeout`. At
+/// most `http_max_connections` are open: one more is closed as soon as it is accepted,
+/// so HTTP clients cannot take the file descriptors the client endpoints need.
 pub async fn serve(state: Arc<State>, listener: TcpListener) {
     let mut stop = state.stop.subscribe();
     let mut closing = state.closing.subscribe();
+    let open = Capacity::new(state.current.load().config.general.http_max_connections);
+    let mut refused = 0u64;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -43,8 +52,20 @@ pub async fn serve(state: Arc<State>, listener: TcpListener) {
             _ = stopped(&mut closing) => return,
         };
         match accepted {
-            Ok((stream, _)) => {
-                tokio::spawn(connection(state.clone(), stream));
+            Ok((stream, peer)) => {
+                let general = &state.current.load().config.general;
+                open.resize(general.http_max_connections);
+                let Some(permit) = open.try_acquire() else {
+                    refused += 1;
+                    // Once per power of two: a flood does not flood the log too.
+                    if refused.is_power_of_two() {
+                        warn!(%peer, refused, "http connection closed: http_max_connections are open");
+                    }
+                    drop(stream);
+                    continue;
+                };
+                let lifetime = general.http_connection_timeout;
+                tokio::spawn(connection(state.clone(), stream, lifetime, permit));
             }
             Err(e) => {
                 warn!(error = %e, "http accept failed");
@@ -54,9 +75,9 @@ pub async fn serve(state: Arc<State>, listener: TcpListener) {
     }
 }
 
-/// Serves one connection's requests (keep-alive) until the client leaves or pgfleet
-/// stops.
-async fn connection(state: Arc<State>, stream: TcpStream) {
+/// Serves one connection's requests (keep-alive) until the client leaves, `lifetime`
+/// is up, or pgfleet stops; holds `_open` meanwhile.
+async fn connection(state: Arc<State>, stream: TcpStream, lifetime: Duration, _open: Permit) {
     let mut stop = state.stop.subscribe();
     let service = service_fn(move |req: Request<Incoming>| {
         let response = route(&state, &req);
@@ -65,11 +86,22 @@ async fn connection(state: Arc<State>, stream: TcpStream) {
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_BUF)
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = stopped(&mut stop) => {
+    let ended = tokio::select! {
+        r = conn.as_mut() => Some(r),
+        _ = tokio::time::sleep(lifetime) => {
+            debug!("http connection closed: http_connection_timeout");
+            None
+        }
+        _ = stopped(&mut stop) => None,
+    };
+    // Ended early: the answer being written gets `SHUTDOWN_GRACE`, then the connection
+    // is dropped whatever the client does.
+    let result = match ended {
+        Some(r) => r,
+        None => {
             conn.as_mut().graceful_shutdown();
             match tokio::time::timeout(SHUTDOWN_GRACE, conn.as_mut()).await {
                 Ok(r) => r,
