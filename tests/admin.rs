@@ -331,3 +331,57 @@ async fn pause_waits_for_running_transactions_and_holds_new_ones_until_resume() 
     let (ok, out) = blocking(|| console(admin, "app", "app", "PAUSE nosuch"));
     assert!(!ok && out.contains("no cluster"), "{out}");
 }
+
+/// A console session's rights are those of the configuration in force: a reload that
+/// takes its user out of admin_users and stats_users ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_removes_a_console_user_ends_its_session() {
+    let s = setup(1, ADMIN, "", "").await;
+    let admin = s.fleet.admin.expect("admin_listen is served");
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host("127.0.0.1")
+        .port(admin.port())
+        .user("app")
+        .password("app")
+        .dbname("pgfleet");
+    let (client, connection) = cfg.connect(tokio_postgres::NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    client.simple_query("SHOW VERSION").await.expect("an admin");
+
+    let path = s.dir.path().join("pgfleet.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replace("admin_users = [\"app\"]", "admin_users = []");
+    std::fs::write(&path, text).unwrap();
+    pgfleet::fleet::reload(&s.fleet.state).await.unwrap();
+
+    let e = client.simple_query("SHOW VERSION").await.unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e}");
+    let message = e.as_db_error().map(|d| d.message().to_owned());
+    assert!(
+        message.is_some_and(|m| m.contains("no longer in admin_users")),
+        "{e:?}"
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(5), connection).await;
+    assert!(ended.is_ok(), "the session is closed");
+}
+
+/// `auth_type = "trust"` opens the client endpoints, not the console: it keeps asking
+/// for passwords unless `admin_auth = "trust"` says otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_for_clients_does_not_open_the_console() {
+    let s = setup(1, &format!("{ADMIN}\nauth_type = \"trust\""), "", "").await;
+    let admin = s.fleet.admin.expect("admin_listen is served");
+    let (ok, out) = blocking(|| console(admin, "app", "wrong", "SHOW VERSION"));
+    assert!(
+        !ok && out.contains("password authentication failed"),
+        "{out}"
+    );
+    let (ok, out) = blocking(|| console(admin, "app", "app", "SHOW VERSION"));
+    assert!(ok && out.contains("pgfleet"), "{out}");
+
+    let general = format!("{ADMIN}\nauth_type = \"trust\"\nadmin_auth = \"trust\"");
+    let s = setup(1, &general, "", "").await;
+    let admin = s.fleet.admin.expect("admin_listen is served");
+    let (ok, out) = blocking(|| console(admin, "app", "wrong", "SHOW VERSION"));
+    assert!(ok && out.contains("pgfleet"), "{out}");
+}

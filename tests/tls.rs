@@ -208,3 +208,38 @@ async fn plaintext_bytes_after_an_ssl_request_are_refused() {
         "{text}"
     );
 }
+
+/// `verify-ca`: a client must present a certificate that chains to
+/// `client_tls_ca_file`; with `require` and a CA file, a certificate is optional.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_ca_requires_a_client_certificate() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::new();
+    let cert = pki.issue("pgfleet", &["localhost", "127.0.0.1"]);
+    let client = pki.issue("client", &["app"]);
+    // libpq refuses a key file others can read.
+    std::fs::set_permissions(&client.key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let ca = pki.ca_file().display().to_string();
+    let (client_cert, client_key) = (
+        client.cert_file.display().to_string(),
+        client.key_file.display().to_string(),
+    );
+    let with_cert = [
+        ("PGSSLMODE", "require"),
+        ("PGSSLCERT", client_cert.as_str()),
+        ("PGSSLKEY", client_key.as_str()),
+    ];
+    let without = [("PGSSLMODE", "require"), ("PGSSLCERT", "/nonexistent")];
+    for (mode, needed) in [("verify-ca", true), ("require", false)] {
+        let general = format!("{}\nclient_tls_ca_file = \"{ca}\"", general(mode, &cert));
+        let s = common::setup(1, &general, "", "").await;
+        let addr = s.addr("reader");
+        let (ok, out) = common::blocking(|| psql(addr, &with_cert, "select 'in'"));
+        assert!(ok && out.trim() == "in", "{mode}: {out}");
+        let (ok, out) = common::blocking(|| psql(addr, &without, "select 'in'"));
+        assert_eq!(ok, !needed, "{mode}: {out}");
+        if needed {
+            assert!(out.contains("certificate"), "{mode}: {out}");
+        }
+    }
+}

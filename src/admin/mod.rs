@@ -116,7 +116,11 @@ async fn handle(state: Arc<State>, stream: TcpStream, peer: std::net::IpAddr) {
         }
         Ok(())
     };
-    let budget = (&state.console_logins, peer);
+    let budget = frontend::Gate {
+        budget: &state.console_logins,
+        peer,
+        auth_type: topology.config.general.console_auth(),
+    };
     let login = Box::pin(frontend::login(
         &state, &mut conn, &topology, budget, None, admit,
     ));
@@ -151,24 +155,35 @@ async fn handle(state: Arc<State>, stream: TcpStream, peer: std::net::IpAddr) {
     if conn.flush().await.is_err() {
         return;
     }
-    if let Err(e) = commands(&state, &mut conn, access).await {
+    if let Err(e) = commands(&state, &mut conn, &params.user).await {
         if !matches!(e, ClientError::Io(_)) {
             conn.send_error(&e).await;
         }
     }
 }
 
-/// Answers simple queries until the client leaves.
+/// Answers simple queries until the client leaves. `user`'s rights are looked up for
+/// each query: a reload that takes the user out of `admin_users` and `stats_users`
+/// ends the session, and one that moves it between them changes what it may run.
 async fn commands(
     state: &Arc<State>,
     conn: &mut ClientConn,
-    access: Access,
+    user: &str,
 ) -> Result<(), ClientError> {
     loop {
         let message = conn.read_message().await?;
         match message[0] {
             b'X' => return Ok(()),
             b'Q' => {
+                let Some(access) = access(&state.current.load(), user) else {
+                    info!(
+                        user,
+                        "admin console session ended: no longer in admin_users or stats_users"
+                    );
+                    let text =
+                        format!("user \"{user}\" is no longer in admin_users or stats_users");
+                    return Err(ClientError::fatal(sqlstate::INSUFFICIENT_PRIVILEGE, text));
+                };
                 let mut pos = 0;
                 let sql = read_cstr(body(&message), &mut pos).unwrap_or("");
                 run(state, conn, access, sql).await;

@@ -72,6 +72,11 @@ pub struct General {
     /// user it did not find: at most 5s). Default 60s; "0s" looks up every login.
     #[serde(with = "duration")]
     pub auth_cache_ttl: Duration,
+    /// How the admin console authenticates: `scram-sha-256`, `md5` or `trust`. Default:
+    /// `auth_type`, except that `auth_type = "trust"` does not open the console (then
+    /// `scram-sha-256`): only an explicit `admin_auth = "trust"` does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_auth: Option<AuthType>,
     /// Users allowed every admin command. Default: none.
     pub admin_users: Vec<String>,
     /// Users allowed SHOW commands. Default: none.
@@ -139,6 +144,17 @@ pub struct General {
     pub server_tls_key_file: Option<PathBuf>,
 }
 
+impl General {
+    /// How the admin console authenticates (`admin_auth`).
+    pub fn console_auth(&self) -> AuthType {
+        match (self.admin_auth, self.auth_type) {
+            (Some(a), _) => a,
+            (None, AuthType::Trust) => AuthType::ScramSha256,
+            (None, a) => a,
+        }
+    }
+}
+
 impl Default for General {
     fn default() -> Self {
         General {
@@ -150,6 +166,7 @@ impl Default for General {
             auth_query: DEFAULT_AUTH_QUERY.into(),
             auth_dbname: "postgres".into(),
             auth_cache_ttl: Duration::from_secs(60),
+            admin_auth: None,
             admin_users: Vec::new(),
             stats_users: Vec::new(),
             max_client_conn: 10_000,

@@ -21,6 +21,10 @@ pub enum ClientTlsMode {
     Prefer,
     /// A client that starts without TLS is refused (28000).
     Require,
+    /// `require`, and the client must present a certificate that chains to
+    /// `client_tls_ca_file` (PgBouncer's `verify-ca`). With the other modes a client
+    /// certificate is optional: checked when presented.
+    VerifyCa,
 }
 
 /// TLS modes towards PostgreSQL, as PgBouncer's `server_tls_sslmode` and libpq's
@@ -122,6 +126,10 @@ pub(super) fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
             return Err(invalid(gfile, "general.client_tls_sslmode", msg));
         }
         _ => {}
+    }
+    if g.client_tls_sslmode == ClientTlsMode::VerifyCa && g.client_tls_ca_file.is_none() {
+        let msg = "verify-ca needs client_tls_ca_file, the CA client certificates chain to";
+        return Err(invalid(gfile, "general.client_tls_sslmode", msg));
     }
     for (name, c) in &loaded.config.clusters {
         let file = loaded.cluster_files.get(name).unwrap_or(gfile);

@@ -27,6 +27,7 @@ use crate::cancel::send_cancel;
 use crate::capacity::Capacity;
 use crate::clients::NewClient;
 use crate::cluster::{ClusterState, EndpointState, Phase};
+use crate::config::AuthType;
 use crate::dormant::Dormant;
 use crate::pool::Credentials;
 use crate::protocol::sqlstate;
@@ -133,7 +134,11 @@ async fn handle_client(
     };
     // Boxed: the login's state (TLS handshake, an auth_query lookup's connect) lives on
     // the heap while it runs and is gone after, instead of sizing every client's task.
-    let budget = (&state.pending_logins, peer.ip());
+    let budget = Gate {
+        budget: &state.pending_logins,
+        peer: peer.ip(),
+        auth_type: general.auth_type,
+    };
     let login = Box::pin(login(
         &state,
         &mut conn,
@@ -230,22 +235,37 @@ async fn until_stopped<F: std::future::Future>(
     }
 }
 
+/// Where a connection logs in: the client endpoints or the admin console.
+pub(crate) struct Gate<'a> {
+    /// The pending logins it counts in (`max_pending_logins`, or the console's).
+    pub budget: &'a Capacity,
+    /// The client's address (`max_pending_logins_per_address`).
+    pub peer: IpAddr,
+    /// How the client authenticates (`auth_type`, or the console's `admin_auth`).
+    pub auth_type: AuthType,
+}
+
 /// Reads the startup packet (forwarding a cancel request) within
 /// `client_startup_timeout`, lets `admit` refuse the client, and authenticates it (a
 /// client of `cluster` who is not in `auth_file` with what `auth_query` finds), within
-/// `client_login_timeout`, holding a permit of `budget` (`max_pending_logins`, or the
-/// console's) and one of `peer`'s source (`max_pending_logins_per_address`). `None`
+/// `client_login_timeout`, holding a permit of the gate's budget and one of its peer's
+/// source. `None`
 /// when the connection ends here (a cancel request, or a refusal the client was told
 /// of, counted on `cluster` when there is one).
 pub(crate) async fn login(
     state: &State,
     conn: &mut ClientConn,
     topology: &Topology,
-    (budget, peer): (&Capacity, IpAddr),
+    gate: Gate<'_>,
     cluster: Option<&ClusterState>,
     admit: impl FnOnce(&StartupParams) -> Result<(), ClientError>,
 ) -> Option<(StartupParams, Credentials)> {
     let general = &topology.config.general;
+    let Gate {
+        budget,
+        peer,
+        auth_type,
+    } = gate;
     let Some(_pending) = budget.try_acquire() else {
         let text = "too many connections waiting to log in (max_pending_logins)";
         let e = ClientError::fatal(sqlstate::TOO_MANY_CONNECTIONS, text);
@@ -284,7 +304,7 @@ pub(crate) async fn login(
         let cred = auth::authenticate(
             conn,
             &params.user,
-            general.auth_type,
+            auth_type,
             found,
             &state.derived,
             &state.mock_key,

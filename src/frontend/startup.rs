@@ -68,7 +68,9 @@ pub async fn read_hello(
                 ))
             }
             StartupPacket::Startup { minor, params } => {
-                let required = tls.is_some_and(|t| t.mode == ClientTlsMode::Require);
+                let required = tls.is_some_and(|t| {
+                    matches!(t.mode, ClientTlsMode::Require | ClientTlsMode::VerifyCa)
+                });
                 if required && !conn.stream.is_tls() {
                     return Err(ClientError::fatal(
                         sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,

@@ -62,9 +62,11 @@ impl ClientTls {
         let builder = match &g.client_tls_ca_file {
             Some(ca) => {
                 let roots = roots(ca).context("client_tls_ca_file")?;
-                let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
-                    .allow_unauthenticated()
-                    .build()?;
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
+                let verifier = match g.client_tls_sslmode {
+                    ClientTlsMode::VerifyCa => verifier.build()?,
+                    _ => verifier.allow_unauthenticated().build()?,
+                };
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),
