@@ -18,6 +18,7 @@ pub mod fleet;
 pub mod frontend;
 pub mod harness;
 pub mod http;
+pub mod limits;
 pub mod listen;
 pub mod pool;
 pub mod protocol;

@@ -94,6 +94,7 @@ fn check(path: PathBuf) -> anyhow::Result<()> {
 
 fn run(path: PathBuf) -> anyhow::Result<()> {
     let loaded = config::load(&path)?;
+    pgfleet::limits::raise_open_files();
     let runtime = pgfleet::runtime()?;
     runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};

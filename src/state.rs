@@ -78,6 +78,7 @@ impl State {
     ) -> State {
         let max = topology.config.general.max_client_conn;
         let max_pending = topology.config.general.max_pending_logins;
+        let topology_mock_secret = topology.config.general.auth_mock_secret.clone();
         State {
             current: ArcSwap::from_pointee(topology),
             cancels: CancelRegistry::default(),
@@ -88,7 +89,7 @@ impl State {
             pending_by_address: PendingByAddress::default(),
             reloads: Reloads::default(),
             next_client_id: AtomicU32::new(1),
-            mock_key: rand::random(),
+            mock_key: mock_key(topology_mock_secret.as_deref()),
             derived: DerivedSecrets::default(),
             stop: watch::channel(false).0,
             closing: watch::channel(false).0,
@@ -118,4 +119,18 @@ pub struct Reloads {
     pub applied: std::sync::atomic::AtomicU64,
     /// Reloads refused (the configuration or auth file was invalid).
     pub refused: std::sync::atomic::AtomicU64,
+}
+
+/// The key unknown users' mock secrets come from: derived from `auth_mock_secret`, so
+/// that instances sharing it answer alike, else random.
+fn mock_key(secret: Option<&str>) -> [u8; 32] {
+    use sha2::Digest;
+    match secret {
+        Some(s) => sha2::Sha256::new()
+            .chain_update(b"pgfleet mock key\0")
+            .chain_update(s.as_bytes())
+            .finalize()
+            .into(),
+        None => rand::random(),
+    }
 }

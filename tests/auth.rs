@@ -83,3 +83,40 @@ async fn unknown_database_and_trust() {
     let c = connect(reader, "trustuser", "").await.expect("trust login");
     assert!(whereami(&c).await.0);
 }
+
+/// The salt of the mock SCRAM exchange an unknown user gets from the pgfleet at `addr`.
+async fn mock_salt(addr: std::net::SocketAddr) -> String {
+    use common::raw::*;
+    use tokio::io::AsyncWriteExt;
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    sock.write_all(&startup(&[("user", "nobody_here"), ("database", "app")]))
+        .await
+        .unwrap();
+    let mut buf = bytes::BytesMut::new();
+    assert_eq!(auth_code(&read_message(&mut sock, &mut buf).await), 10);
+    sock.write_all(&sasl_initial(b"n,,n=,r=rOprNGfwEbeRWgbNEkqO"))
+        .await
+        .unwrap();
+    let first = read_message(&mut sock, &mut buf).await;
+    assert_eq!(auth_code(&first), 11);
+    let text = String::from_utf8_lossy(&first[9..]).into_owned();
+    let salt = text.split(',').find_map(|f| f.strip_prefix("s="));
+    salt.expect("a salt").to_owned()
+}
+
+/// Two instances with the same `auth_mock_secret` answer an unknown user with the same
+/// salt, as they do a known one: which users exist does not show across instances.
+/// Without it, each process has its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_auth_mock_secret_answer_unknown_users_alike() {
+    let cluster = common::blocking(|| pgfleet::harness::TestCluster::start(0)).unwrap();
+    let shared = "auth_mock_secret = \"fleet-wide\"";
+    let (a, _da) = common::start_fleet(&cluster, shared, "", "").await;
+    let (b, _db) = common::start_fleet(&cluster, shared, "", "").await;
+    let (c, _dc) = common::start_fleet(&cluster, "", "", "").await;
+    let salt = |f: &pgfleet::Fleet| mock_salt(f.endpoints["main.writer"]);
+    let (sa, sb, sc) = (salt(&a).await, salt(&b).await, salt(&c).await);
+    assert_eq!(sa, sb);
+    assert_ne!(sa, sc);
+    assert_eq!(sa, salt(&a).await, "the same on every try");
+}

@@ -72,6 +72,12 @@ pub struct General {
     /// user it did not find: at most 5s). Default 60s; "0s" looks up every login.
     #[serde(with = "duration")]
     pub auth_cache_ttl: Duration,
+    /// The secret an unknown user's mock SCRAM salt and md5 secret are derived from, so
+    /// that instances sharing it answer an unknown user alike (as they answer a known
+    /// one). Default: random per process. Needs a restart. Never printed (`check`,
+    /// `SHOW CONFIG`).
+    #[serde(skip_serializing)]
+    pub auth_mock_secret: Option<String>,
     /// How the admin console authenticates: `scram-sha-256`, `md5` or `trust`. Default:
     /// `auth_type`, except that `auth_type = "trust"` does not open the console (then
     /// `scram-sha-256`): only an explicit `admin_auth = "trust"` does.
@@ -166,6 +172,7 @@ impl Default for General {
             auth_query: DEFAULT_AUTH_QUERY.into(),
             auth_dbname: "postgres".into(),
             auth_cache_ttl: Duration::from_secs(60),
+            auth_mock_secret: None,
             admin_auth: None,
             admin_users: Vec::new(),
             stats_users: Vec::new(),

@@ -29,6 +29,7 @@ use crate::clients::NewClient;
 use crate::cluster::{ClusterState, EndpointState, Phase};
 use crate::config::AuthType;
 use crate::dormant::Dormant;
+use crate::limits::Throttle;
 use crate::pool::Credentials;
 use crate::protocol::sqlstate;
 use crate::state::{State, Topology};
@@ -88,6 +89,7 @@ pub(crate) async fn accept_loop(
 ) {
     let mut stop = state.stop.subscribe();
     let mut closing = state.closing.subscribe();
+    let mut failures = Throttle::new(std::time::Duration::from_secs(1));
     loop {
         if *stop.borrow() || *closing.borrow() {
             return;
@@ -101,7 +103,9 @@ pub(crate) async fn accept_loop(
             Ok((stream, peer)) => accepted(stream, peer),
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
-                warn!(error = %e, "accept failed");
+                if let Some(held_back) = failures.allow() {
+                    warn!(error = %e, held_back, "accept failed");
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }

@@ -25,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 use crate::capacity::{Capacity, Permit};
+use crate::limits::Throttle;
 use crate::state::State;
 
 /// How long a client has to send its request headers.
@@ -45,6 +46,7 @@ pub async fn serve(state: Arc<State>, listener: TcpListener) {
     let mut closing = state.closing.subscribe();
     let open = Capacity::new(state.current.load().config.general.http_max_connections);
     let mut refused = 0u64;
+    let mut failures = Throttle::new(Duration::from_secs(1));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -68,7 +70,9 @@ pub async fn serve(state: Arc<State>, listener: TcpListener) {
                 tokio::spawn(connection(state.clone(), stream, lifetime, permit));
             }
             Err(e) => {
-                warn!(error = %e, "http accept failed");
+                if let Some(held_back) = failures.allow() {
+                    warn!(error = %e, held_back, "http accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

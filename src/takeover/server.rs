@@ -61,6 +61,7 @@ impl ControlSocket {
         let mut stop = state.stop.subscribe();
         let mut closing = state.closing.subscribe();
         let done = |s: &State| *s.stop.borrow() || *s.closing.borrow();
+        let mut failures = crate::limits::Throttle::new(Duration::from_secs(1));
         while !done(&state) {
             let conn = tokio::select! {
                 c = self.listener.accept() => c,
@@ -70,7 +71,9 @@ impl ControlSocket {
             let conn = match conn {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(error = %e, "control socket: accept failed");
+                    if let Some(held_back) = failures.allow() {
+                        tracing::warn!(error = %e, held_back, "control socket: accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
