@@ -6,7 +6,7 @@
 //! Describe needs it there, and swallows the ParseComplete of the Parse it adds itself.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -275,18 +275,51 @@ fn name_key() -> &'static [u8; 32] {
     KEY.get_or_init(rand::random)
 }
 
+/// The statement that `rest` (a Parse's body after the name: text and parameter types)
+/// prepares: the one already made for the same text if any client still holds it, so
+/// that a text is kept once however many clients and names prepare it.
 fn statement(rest: &[u8]) -> Arc<Statement> {
     let digest = hmac_sha256(name_key(), &[rest]);
     let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
     let internal = format!("pgfleet_{hex}");
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    let held = shared.map.as_ref().and_then(|m| m.get(&internal));
+    if let Some(stmt) = held.and_then(Weak::upgrade) {
+        return stmt;
+    }
     let mut parse = BytesMut::with_capacity(rest.len() + internal.len() + 6);
     frontend::parse(&mut parse, &internal, rest);
     let command = read_cstr(rest, &mut 0).and_then(classify);
-    Arc::new(Statement {
-        internal,
+    let stmt = Arc::new(Statement {
+        internal: internal.clone(),
         parse: parse.freeze(),
         command,
-    })
+    });
+    shared.insert(internal, Arc::downgrade(&stmt));
+    stmt
+}
+
+/// The statements clients hold, by name on the servers, each kept once.
+static SHARED: Mutex<Shared> = Mutex::new(Shared {
+    map: None,
+    sweep_at: 1024,
+});
+
+struct Shared {
+    map: Option<HashMap<String, Weak<Statement>>>,
+    /// The size at which statements no client holds any more are swept out.
+    sweep_at: usize,
+}
+
+impl Shared {
+    fn insert(&mut self, internal: String, stmt: Weak<Statement>) {
+        let map = self.map.get_or_insert_with(HashMap::new);
+        if map.len() >= self.sweep_at {
+            map.retain(|_, s| s.strong_count() > 0);
+            self.sweep_at = (map.len() * 2).max(1024);
+        }
+        map.insert(internal, stmt);
+    }
 }
 
 #[cfg(test)]
@@ -315,5 +348,16 @@ mod tests {
         assert_eq!(a.internal, b.internal);
         assert_ne!(a.internal, c.internal);
         assert_eq!(&a.parse[..1], b"P");
+        // One copy of a text, however many names prepare it, while anyone holds it.
+        assert!(Arc::ptr_eq(&a, &b));
+        let internal = a.internal.clone();
+        drop((a, b));
+        let again = statement(b"select $1\0\0\x01\0\0\0\x17");
+        assert_eq!(again.internal, internal);
+        assert_eq!(
+            Arc::strong_count(&again),
+            1,
+            "made anew once nobody held it"
+        );
     }
 }

@@ -410,6 +410,7 @@ pub(super) async fn wait_for_client(
                 _ => return Ok(Next::Message),
             }
         }
+        conn.shrink_idle();
         let read = conn.stream.read_buf(&mut conn.buf);
         let n = match idle_timeout {
             None => read.await,

@@ -242,6 +242,7 @@ impl Pool {
     /// Puts a clean connection back, last used `now`.
     fn put_idle(&self, mut conn: Box<ServerConn>, now: Instant) {
         conn.last_used = now;
+        conn.shrink_idle();
         self.idle.push(conn);
     }
 

@@ -19,6 +19,11 @@ use super::login::{self, Channel};
 use crate::protocol::frame::{body, next_message};
 use crate::tls::{connect_server, Stream, TlsError};
 
+/// A server connection's read buffer as it starts, and again when idle.
+const READ_CAPACITY: usize = 8192;
+/// A read buffer larger than this is given back when its connection goes idle.
+const IDLE_BUFFER_LARGEST: usize = 64 * 1024;
+
 /// What pgfleet logs into PostgreSQL with, for one user.
 #[derive(Debug, Clone)]
 pub struct Credentials {
@@ -116,7 +121,7 @@ impl ServerConn {
         };
         let mut conn = ServerConn {
             stream,
-            buf: BytesMut::with_capacity(8192),
+            buf: BytesMut::with_capacity(READ_CAPACITY),
             params: Vec::new(),
             in_step_with: None,
             backend_pid: 0,
@@ -195,6 +200,14 @@ impl ServerConn {
                 b'S' => self.record_parameter(body(&msg)),
                 _ => {}
             }
+        }
+    }
+
+    /// Gives back a read buffer that grew for a large message, now that it is empty: an
+    /// idle connection keeps 8 KiB.
+    pub fn shrink_idle(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER_LARGEST {
+            self.buf = BytesMut::with_capacity(READ_CAPACITY);
         }
     }
 

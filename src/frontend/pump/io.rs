@@ -31,9 +31,8 @@ pub(super) async fn sleep_until(at: Option<Instant>) {
 /// Reads go into at least 8 KiB of free space (reclaimed at the front of the buffer when
 /// it has been consumed), and a message announced larger than what has arrived gets
 /// room for its rest, 1 MiB at a time: a 5-byte header alone never reserves much.
-pub(super) fn make_room(buf: &mut BytesMut, max: usize) {
-    const MIN: usize = 8 << 10;
-    const STEP: usize = 1 << 20;
+/// Sets `grew` when it made room for a large message.
+pub(super) fn make_room(buf: &mut BytesMut, max: usize, grew: &mut bool) {
     let missing = match announced_size(buf, max) {
         Ok(Some(size)) => size.saturating_sub(buf.len()),
         _ => 0,
@@ -41,5 +40,20 @@ pub(super) fn make_room(buf: &mut BytesMut, max: usize) {
     let spare = buf.capacity() - buf.len();
     if spare < MIN / 2 || spare < missing.min(STEP) {
         buf.reserve(missing.clamp(MIN, STEP));
+        *grew |= missing > MIN;
+    }
+}
+
+const MIN: usize = 8 << 10;
+const STEP: usize = 1 << 20;
+
+/// Gives back a read buffer that grew for a large message (`grew`) once it is empty:
+/// called while the connection is quiet, so a client that sent one large query or got
+/// one large result keeps 8 KiB while it idles, not its largest message. (Its
+/// capacity cannot tell: part of a buffer that was split still holds all of it.)
+pub(super) fn shrink_idle(buf: &mut BytesMut, grew: &mut bool) {
+    if *grew && buf.is_empty() {
+        *buf = BytesMut::with_capacity(MIN);
+        *grew = false;
     }
 }

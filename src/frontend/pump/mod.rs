@@ -38,7 +38,7 @@ mod outcome;
 use counts::Counts;
 use deadline::next_deadline;
 use inspect::{lead, rewrite, session_command, Lead};
-use io::{make_room, send, sleep_until};
+use io::{make_room, send, shrink_idle, sleep_until};
 pub use outcome::{PumpEnd, PumpResult};
 
 /// How the pump runs for one client.
@@ -116,6 +116,10 @@ pub async fn pump(
     let idle_timed = opts.client_idle_timeout.is_some() || opts.idle_transaction_timeout.is_some();
     let now = || idle_timed.then(Instant::now);
     let mut idle_since = now();
+    // The client's and the server's read buffers made room for a large message (here,
+    // or before: the client's first message may have been read ahead).
+    let large = |b: &BytesMut| b.capacity() > 64 << 10;
+    let mut grew = (large(cbuf), large(sbuf));
 
     let end = 'pump: loop {
         // The client's whole messages: recorded, rewritten where needed, queued.
@@ -341,8 +345,12 @@ pub async fn pump(
         let deadline = next_deadline(track, &opts, idle_since);
         let read_client = !terminated && track.has_room() && to_server.len() < BACKLOG;
         let read_server = to_client.len() < BACKLOG;
-        make_room(cbuf, max);
-        make_room(sbuf, max);
+        make_room(cbuf, max, &mut grew.0);
+        make_room(sbuf, max, &mut grew.1);
+        if track.quiet() && to_client.is_empty() && to_server.is_empty() {
+            shrink_idle(cbuf, &mut grew.0);
+            shrink_idle(sbuf, &mut grew.1);
+        }
         tokio::select! {
             biased;
             w = send(&mut sw, &to_server), if !to_server.is_empty() || flush_server => match w {
@@ -367,11 +375,11 @@ pub async fn pump(
                 Err(_) => break PumpEnd::ClientClosed,
             },
             r = sr.read_buf(sbuf), if read_server => match r {
-                Ok(n) if n > 0 => make_room(sbuf, max),
+                Ok(n) if n > 0 => make_room(sbuf, max, &mut grew.1),
                 _ => break PumpEnd::ServerClosed,
             },
             r = cr.read_buf(cbuf), if read_client => match r {
-                Ok(n) if n > 0 => make_room(cbuf, max),
+                Ok(n) if n > 0 => make_room(cbuf, max, &mut grew.0),
                 _ => break PumpEnd::ClientClosed,
             },
             _ = sleep_until(deadline.as_ref().map(|d| d.0)), if deadline.is_some() => {
@@ -385,6 +393,8 @@ pub async fn pump(
         }
     };
     counts.flush(&stats);
+    shrink_idle(cbuf, &mut grew.0);
+    shrink_idle(sbuf, &mut grew.1);
     if params_changed {
         server.in_step_with = None;
     }
