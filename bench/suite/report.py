@@ -10,7 +10,8 @@ COMPARISONS = [("pgfleet-session", "pgbouncer-session"), ("pgfleet-txn", "pgboun
                ("pgfleet-session", "blog-session"), ("pgfleet-txn", "blog-txn"),
                ("pgfleet-txn-replica1", "pgbouncer-txn"),
                ("pgfleet-txn-replica1-baseline", "pgbouncer-txn"),
-               ("pgfleet-txn-replica1", "pgfleet-txn-replica1-baseline")]
+               ("pgfleet-txn-replica1", "pgfleet-txn-replica1-baseline"),
+               ("pgfleet-session", "pgfleet-session-baseline")]
 
 
 def summarize(cells, targets, workloads):

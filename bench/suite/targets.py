@@ -247,6 +247,14 @@ class PgfleetTxnReplica1Baseline(PgfleetTxnReplica1):
         return self.env.baseline
 
 
+class PgfleetSessionBaseline(PgfleetSession):
+    """pgfleet-session with the binary given by --baseline (an earlier build)."""
+    name, label = "pgfleet-session-baseline", "pgfleet baseline session"
+
+    def binary(self):
+        return self.env.baseline
+
+
 class TokioForward(Target):
     """examples/forward.rs in front of replica1: a bare tokio forwarder on one thread
     (a server connection per client, bytes copied both ways, nothing else). Not a
@@ -269,5 +277,6 @@ class TokioForward(Target):
 
 ALL = [Direct, DirectBoth, PgBouncerSession, PgBouncerTxn, BlogSession, BlogTxn,
        PgfleetSession, PgfleetTxn, PgfleetTxnReplica1, PgfleetTxnReplica1Baseline,
-       TokioForward]
+       PgfleetSessionBaseline, TokioForward]
+BASELINES = (PgfleetTxnReplica1Baseline, PgfleetSessionBaseline)
 BY_NAME = {t.name: t for t in ALL}
