@@ -62,19 +62,20 @@ fn control_path_in(config: &Config, runtime_dir: &Path) -> Option<PathBuf> {
 
 /// Where the default control socket lives: a directory only pgfleet's user writes,
 /// not `/tmp`, where any local user could take the name first. systemd's
-/// `RuntimeDirectory` (`$RUNTIME_DIRECTORY`), else the user's (`$XDG_RUNTIME_DIR`),
-/// else `/run/pgfleet` (made, mode 0700, when missing).
+/// `RuntimeDirectory` (`$RUNTIME_DIRECTORY`), else the user's (`$XDG_RUNTIME_DIR`), each
+/// when it names a directory that exists, else `/run/pgfleet` (made, mode 0700, when
+/// missing).
 pub fn runtime_dir() -> PathBuf {
     let var = |name| {
         std::env::var_os(name)
             .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
+            .filter(|p| p.is_absolute() && p.is_dir())
     };
     // systemd lists several directories separated by ':' when a unit asks for several.
     let systemd = std::env::var("RUNTIME_DIRECTORY")
         .ok()
         .and_then(|v| v.split(':').next().map(PathBuf::from))
-        .filter(|p| p.is_absolute());
+        .filter(|p| p.is_absolute() && p.is_dir());
     systemd
         .or_else(|| var("XDG_RUNTIME_DIR"))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_RUNTIME_DIR))
