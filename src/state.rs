@@ -14,7 +14,7 @@ use crate::capacity::Capacity;
 use crate::clients::ClientRegistry;
 use crate::cluster::ClusterState;
 use crate::config::Config;
-use crate::frontend::PendingByAddress;
+use crate::frontend::{PendingByAddress, SharedStatements};
 use crate::listen::Listeners;
 use crate::workers::Workers;
 
@@ -50,6 +50,8 @@ pub struct State {
     pub console_logins: Capacity,
     /// Logins in progress per source address (`max_pending_logins_per_address`).
     pub pending_by_address: PendingByAddress,
+    /// Transaction mode's named statements, each text kept once for every client.
+    pub statements: SharedStatements,
     /// Reloads of the configuration, serialized, and their counts.
     pub reloads: Reloads,
     next_client_id: AtomicU32,
@@ -87,6 +89,7 @@ impl State {
             pending_logins: Capacity::new(max_pending),
             console_logins: Capacity::new(CONSOLE_PENDING_LOGINS),
             pending_by_address: PendingByAddress::default(),
+            statements: SharedStatements::default(),
             reloads: Reloads::default(),
             next_client_id: AtomicU32::new(1),
             mock_key: mock_key(topology_mock_secret.as_deref()),

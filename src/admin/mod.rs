@@ -116,13 +116,13 @@ async fn handle(state: Arc<State>, stream: TcpStream, peer: std::net::IpAddr) {
         }
         Ok(())
     };
-    let budget = frontend::Gate {
+    let gate = frontend::Gate {
         budget: &state.console_logins,
         peer,
         auth_type: topology.config.general.console_auth(),
     };
     let login = Box::pin(frontend::login(
-        &state, &mut conn, &topology, budget, None, admit,
+        &state, &mut conn, &topology, gate, None, admit,
     ));
     let Some((params, _)) = login.await else {
         return;

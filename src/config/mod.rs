@@ -3,6 +3,7 @@
 
 mod auth_query;
 mod duration;
+mod pool;
 mod schema;
 mod tls;
 

@@ -65,17 +65,6 @@ thread_local! {
 }
 
 impl ClientConn {
-    /// Gives back buffers that grew for a large message, now that they are empty: an
-    /// idle client keeps a few KiB, not the largest message it ever sent or was sent.
-    pub fn shrink_idle(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > SPARE_LARGEST {
-            self.buf = BytesMut::with_capacity(READ_CAPACITY);
-        }
-        if self.out.is_empty() && self.out.capacity() > SPARE_LARGEST {
-            self.out = BytesMut::with_capacity(WRITE_CAPACITY);
-        }
-    }
-
     /// A connection in its login phase: messages are limited to `LOGIN_MAX_MESSAGE`
     /// until `max_message` is raised after authentication.
     pub fn new(stream: TcpStream) -> ClientConn {

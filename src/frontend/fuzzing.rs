@@ -19,7 +19,7 @@ use crate::protocol::{next_message, parse_startup, Backend, Frontend, StartupPac
 
 use super::conn::LOGIN_MAX_MESSAGE;
 use super::pin::message_state;
-use super::prepared::{ClientStatements, Rewriter};
+use super::prepared::{ClientStatements, Rewriter, SharedStatements};
 use super::pump::inspect::{lead, rewrite, session_command};
 use super::settings::ClientSettings;
 use super::startup::startup_params;
@@ -97,8 +97,10 @@ fn pump_inspection(client: &[u8], server: &[u8], transaction: bool, max: usize) 
     let mut untracked = false;
     let mut statements = ClientStatements::default();
     let mut prepared = PreparedSet::default();
+    let shared = SharedStatements::default();
     let mut rewriter = transaction.then_some(Rewriter {
         client: &mut statements,
+        shared: &shared,
         server: &mut prepared,
         max_prepared: 4,
         checked: Vec::new(),

@@ -36,6 +36,7 @@ use crate::state::{State, Topology};
 
 pub use error::ClientError;
 pub use pending::PendingByAddress;
+pub use prepared::SharedStatements;
 
 pub(crate) use conn::ClientConn;
 pub(crate) use startup::{Hello, StartupParams};
@@ -138,7 +139,7 @@ async fn handle_client(
     };
     // Boxed: the login's state (TLS handshake, an auth_query lookup's connect) lives on
     // the heap while it runs and is gone after, instead of sizing every client's task.
-    let budget = Gate {
+    let gate = Gate {
         budget: &state.pending_logins,
         peer: peer.ip(),
         auth_type: general.auth_type,
@@ -147,7 +148,7 @@ async fn handle_client(
         &state,
         &mut conn,
         &topology,
-        budget,
+        gate,
         Some(&cluster),
         admit,
     ));
@@ -187,6 +188,7 @@ async fn handle_client(
         cred: &cred,
         connected_at,
         log: general.log_connections,
+        statements: &state.statements,
     };
     // Boxed, as the login: otherwise the session's state sizes the client's task, which
     // is moved whole (several times) when it is spawned.

@@ -6,17 +6,20 @@
 //! Describe needs it there, and swallows the ParseComplete of the Parse it adds itself.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::auth::scram_common::hmac_sha256;
 use crate::pool::PreparedSet;
 use crate::protocol::frame::{body, read_cstr, read_cstr_bytes};
 use crate::protocol::{frontend, Frontend};
 
-use super::settings::{classify, SqlCommand};
+use super::settings::SqlCommand;
 use super::track::{Answer, Sent, Tracker};
+
+mod shared;
+
+pub use shared::SharedStatements;
 
 /// A statement as the servers know it.
 #[derive(Debug)]
@@ -54,6 +57,8 @@ pub struct CannotRewrite;
 /// Rewrites the client's messages for the server connection `server`.
 pub struct Rewriter<'a> {
     pub client: &'a mut ClientStatements,
+    /// Every client's statements, each text kept once.
+    pub shared: &'a SharedStatements,
     pub server: &'a mut PreparedSet,
     /// Statements a server connection keeps before the least recently used is closed.
     pub max_prepared: usize,
@@ -96,7 +101,7 @@ impl Rewriter<'_> {
                     return Ok(false);
                 }
                 let rest = &b[pos..];
-                let stmt = statement(rest);
+                let stmt = self.shared.statement(rest);
                 self.client.map.insert(name, stmt.clone());
                 if self.held(&stmt, out, track) {
                     // Already there: a Close of a name that does not exist answers with
@@ -268,63 +273,17 @@ fn parse_deallocate(sql: &str) -> Option<Option<String>> {
     Some(Some(name))
 }
 
-/// The key of the statement names: random, one per process (server connections do not
-/// outlive the process).
-fn name_key() -> &'static [u8; 32] {
-    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
-    KEY.get_or_init(rand::random)
-}
-
-/// The statement that `rest` (a Parse's body after the name: text and parameter types)
-/// prepares: the one already made for the same text if any client still holds it, so
-/// that a text is kept once however many clients and names prepare it.
-fn statement(rest: &[u8]) -> Arc<Statement> {
-    let digest = hmac_sha256(name_key(), &[rest]);
-    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-    let internal = format!("pgfleet_{hex}");
-    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-    let held = shared.map.as_ref().and_then(|m| m.get(&internal));
-    if let Some(stmt) = held.and_then(Weak::upgrade) {
-        return stmt;
-    }
-    let mut parse = BytesMut::with_capacity(rest.len() + internal.len() + 6);
-    frontend::parse(&mut parse, &internal, rest);
-    let command = read_cstr(rest, &mut 0).and_then(classify);
-    let stmt = Arc::new(Statement {
-        internal: internal.clone(),
-        parse: parse.freeze(),
-        command,
-    });
-    shared.insert(internal, Arc::downgrade(&stmt));
-    stmt
-}
-
-/// The statements clients hold, by name on the servers, each kept once.
-static SHARED: Mutex<Shared> = Mutex::new(Shared {
-    map: None,
-    sweep_at: 1024,
-});
-
-struct Shared {
-    map: Option<HashMap<String, Weak<Statement>>>,
-    /// The size at which statements no client holds any more are swept out.
-    sweep_at: usize,
-}
-
-impl Shared {
-    fn insert(&mut self, internal: String, stmt: Weak<Statement>) {
-        let map = self.map.get_or_insert_with(HashMap::new);
-        if map.len() >= self.sweep_at {
-            map.retain(|_, s| s.strong_count() > 0);
-            self.sweep_at = (map.len() * 2).max(1024);
-        }
-        map.insert(internal, stmt);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn statement(rest: &[u8]) -> Arc<Statement> {
+        SHARED_FOR_TESTS.with(|s| s.statement(rest))
+    }
+
+    thread_local! {
+        static SHARED_FOR_TESTS: SharedStatements = SharedStatements::default();
+    }
 
     #[test]
     fn deallocate_forms() {

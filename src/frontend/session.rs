@@ -21,6 +21,7 @@ use crate::protocol::sqlstate;
 use super::acquire::{acquire, node_available, PoolCache};
 use super::conn::ClientConn;
 use super::error::ClientError;
+use super::prepared::SharedStatements;
 use super::pump::{pump, PumpEnd, PumpOptions};
 use super::settings::{quote_literal, ClientSettings, SqlCommand};
 use super::startup::StartupParams;
@@ -41,6 +42,8 @@ pub struct Client<'a> {
     pub connected_at: Instant,
     /// `log_connections`.
     pub log: bool,
+    /// Transaction mode's named statements, shared by every client.
+    pub statements: &'a SharedStatements,
 }
 
 /// Runs the session to its end; returns how it ended. An error is for the caller to
@@ -410,7 +413,6 @@ pub(super) async fn wait_for_client(
                 _ => return Ok(Next::Message),
             }
         }
-        conn.shrink_idle();
         let read = conn.stream.read_buf(&mut conn.buf);
         let n = match idle_timeout {
             None => read.await,

@@ -76,6 +76,7 @@ pub async fn run(
         let target = set_cancel_target(client.cancel, &server);
         let carried = Carried {
             statements: &mut statements,
+            shared: client.statements,
             max_prepared: view.config.pool.max_prepared_statements,
             pins: &mut pins,
             pin_mode: view.config.pool.pin,

@@ -242,7 +242,6 @@ impl Pool {
     /// Puts a clean connection back, last used `now`.
     fn put_idle(&self, mut conn: Box<ServerConn>, now: Instant) {
         conn.last_used = now;
-        conn.shrink_idle();
         self.idle.push(conn);
     }
 

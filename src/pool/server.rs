@@ -19,10 +19,8 @@ use super::login::{self, Channel};
 use crate::protocol::frame::{body, next_message};
 use crate::tls::{connect_server, Stream, TlsError};
 
-/// A server connection's read buffer as it starts, and again when idle.
+/// A server connection's read buffer as it starts.
 const READ_CAPACITY: usize = 8192;
-/// A read buffer larger than this is given back when its connection goes idle.
-const IDLE_BUFFER_LARGEST: usize = 64 * 1024;
 
 /// What pgfleet logs into PostgreSQL with, for one user.
 #[derive(Debug, Clone)]
@@ -200,14 +198,6 @@ impl ServerConn {
                 b'S' => self.record_parameter(body(&msg)),
                 _ => {}
             }
-        }
-    }
-
-    /// Gives back a read buffer that grew for a large message, now that it is empty: an
-    /// idle connection keeps 8 KiB.
-    pub fn shrink_idle(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > IDLE_BUFFER_LARGEST {
-            self.buf = BytesMut::with_capacity(READ_CAPACITY);
         }
     }
 

@@ -22,7 +22,7 @@ use crate::protocol::{next_message, Backend, Frontend, ProtocolError};
 
 use super::conn::ClientConn;
 use super::pin::{self, PinMode, Pins};
-use super::prepared::{ClientStatements, Rewriter};
+use super::prepared::{ClientStatements, Rewriter, SharedStatements};
 use super::settings::SqlCommand;
 use super::track::{Answer, Sent, Tracker};
 use crate::sql::{PinReason, PinSet};
@@ -55,6 +55,8 @@ pub struct PumpOptions {
 pub struct Carried<'a> {
     /// The client's named prepared statements.
     pub statements: &'a mut ClientStatements,
+    /// Every client's, each text kept once.
+    pub shared: &'a SharedStatements,
     /// The most statements a server connection keeps.
     pub max_prepared: usize,
     /// Session state that ties the client to its server connection.
@@ -91,6 +93,7 @@ pub async fn pump(
         Some(c) => {
             let rewriter = (c.max_prepared > 0).then_some(Rewriter {
                 client: c.statements,
+                shared: c.shared,
                 server: &mut sc.prepared,
                 max_prepared: c.max_prepared,
                 checked: Vec::new(),
