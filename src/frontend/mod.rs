@@ -300,7 +300,7 @@ pub(crate) async fn login(
         };
         let params = match hello? {
             Hello::Cancel { pid, key } => {
-                cancel(state, pid, key).await;
+                cancel(state, pid, key);
                 return Ok(None);
             }
             Hello::Startup(p) => p,
@@ -345,13 +345,16 @@ async fn refuse(conn: &mut ClientConn, e: ClientError, cluster: Option<&ClusterS
     conn.send_error(&e).await;
 }
 
-async fn cancel(state: &State, pid: u32, key: u32) {
+fn cancel(state: &State, pid: u32, key: u32) {
     match state.cancels.lookup(pid, key) {
         Some((target, pass)) => {
             info!(client = pid, node = %target.node.addr, server_pid = target.pid, "cancel request forwarded");
-            if let Err(e) = send_cancel(&target, pass).await {
-                warn!(node = %target.node.addr, error = %e, "cancel request could not be sent");
-            }
+            // On its own: the request holds no pending login while it reaches the server.
+            tokio::spawn(async move {
+                if let Err(e) = send_cancel(&target, pass).await {
+                    warn!(node = %target.node.addr, error = %e, "cancel request could not be sent");
+                }
+            });
         }
         None => debug!(
             client = pid,
