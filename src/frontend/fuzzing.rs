@@ -19,11 +19,15 @@ use crate::protocol::{next_message, parse_startup, Backend, Frontend, StartupPac
 
 use super::conn::LOGIN_MAX_MESSAGE;
 use super::pin::message_state;
-use super::prepared::{ClientStatements, Rewriter, SharedStatements};
+use super::prepared::{ClientStatements, Rewriter, Rewritten, SharedStatements};
 use super::pump::inspect::{lead, rewrite, session_command};
 use super::settings::ClientSettings;
 use super::startup::startup_params;
 use super::track::{Sent, Tracker};
+
+mod pieces;
+
+pub use pieces::pieces;
 
 /// A client's first bytes: the startup packet parser, then what the login makes of its
 /// parameters (user, database, `options`, the settings applied to servers).
@@ -123,11 +127,14 @@ fn pump_inspection(client: &[u8], server: &[u8], transaction: bool, max: usize) 
             _ => None,
         };
         let rewritten = match rewriter.as_mut() {
-            Some(rw) => rewrite(rw, m, lead, &mut out, &mut track, command.clone()).unwrap_or(true),
-            None => false,
+            Some(rw) => rewrite(rw, m, h.total, lead, &mut out, &mut track, command.clone())
+                .unwrap_or(Rewritten::Whole),
+            None => Rewritten::No,
         };
-        if !rewritten {
-            track.sent(Sent::client(kind), command);
+        match rewritten {
+            Rewritten::No => track.sent(Sent::client(kind), command),
+            Rewritten::Whole => {}
+            Rewritten::Front(front) => out.extend_from_slice(&m[front..]),
         }
     }
     // What pgfleet writes in place of the client's messages is whole messages.

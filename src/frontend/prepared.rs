@@ -54,6 +54,18 @@ const NO_STATEMENT: &str = "pgfleet_closed";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CannotRewrite;
 
+/// What became of a client message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rewritten {
+    /// It goes as it is (nothing appended, nothing recorded).
+    No,
+    /// What was appended replaces all of it.
+    Whole,
+    /// What was appended replaces its first bytes, this many; the rest goes as it is
+    /// (a Bind's parameters, perhaps still arriving).
+    Front(usize),
+}
+
 /// Rewrites the client's messages for the server connection `server`.
 pub struct Rewriter<'a> {
     pub client: &'a mut ClientStatements,
@@ -80,25 +92,26 @@ fn sent(kind: Frontend, answer: Answer, statement: bool) -> Sent {
 }
 
 impl Rewriter<'_> {
-    /// Appends to `out` what the server gets for the client message `m` and records it
-    /// in `track` (with `command`, the session command `m` runs, if any); returns false
-    /// when `m` is to be forwarded unchanged (nothing appended, nothing recorded).
+    /// Appends to `out` what the server gets for the client message `m` of `total`
+    /// bytes and records it in `track` (with `command`, the session command `m` runs, if
+    /// any). `m` is whole, or a Bind's front and as much of the rest as arrived.
     pub fn rewrite(
         &mut self,
         m: &[u8],
+        total: usize,
         out: &mut BytesMut,
         track: &mut Tracker,
         command: Option<SqlCommand>,
-    ) -> Result<bool, CannotRewrite> {
+    ) -> Result<Rewritten, CannotRewrite> {
         let b = body(m);
         let mut pos = 0;
         match m[0] {
             b'P' => {
                 let Some(name) = cstr_at(b, &mut pos) else {
-                    return Ok(false);
+                    return Ok(Rewritten::No);
                 };
                 if name.is_empty() {
-                    return Ok(false);
+                    return Ok(Rewritten::No);
                 }
                 let rest = &b[pos..];
                 let stmt = self.shared.statement(rest);
@@ -113,12 +126,12 @@ impl Rewriter<'_> {
                 } else {
                     self.prepare(&stmt, out, track, false)?;
                 }
-                Ok(true)
+                Ok(Rewritten::Whole)
             }
             b'B' | b'D' => {
                 let is_describe = m[0] == b'D';
                 if is_describe && b.first() != Some(&b'S') {
-                    return Ok(false);
+                    return Ok(Rewritten::No);
                 }
                 pos = usize::from(is_describe);
                 let portal = match is_describe {
@@ -126,45 +139,48 @@ impl Rewriter<'_> {
                     false => read_cstr_bytes(b, &mut pos),
                 };
                 let Some(name) = cstr_at(b, &mut pos) else {
-                    return Ok(false);
+                    return Ok(Rewritten::No);
                 };
                 let Some(stmt) = self.client.map.get(&name).cloned() else {
-                    return Ok(false);
+                    return Ok(Rewritten::No);
                 };
                 if !self.held(&stmt, out, track) {
                     self.prepare(&stmt, out, track, true)?;
                 }
                 match portal {
                     Some(portal) => {
-                        frontend::bind(out, portal, &stmt.internal, &b[pos..]);
+                        let front = 5 + pos;
+                        let rest = total.saturating_sub(front);
+                        frontend::bind_front(out, portal, &stmt.internal, rest);
                         let command = stmt.command.clone();
                         track.sent(Sent::client(Frontend::Bind), command);
+                        Ok(Rewritten::Front(front))
                     }
                     None => {
                         frontend::describe_statement(out, &stmt.internal);
                         track.sent(Sent::client(Frontend::Describe), None);
+                        Ok(Rewritten::Whole)
                     }
                 }
-                Ok(true)
             }
             b'C' => {
                 if b.first() != Some(&b'S') {
-                    return Ok(false);
+                    return Ok(Rewritten::No);
                 }
                 pos = 1;
                 let Some(name) = cstr_at(b, &mut pos) else {
-                    return Ok(false);
+                    return Ok(Rewritten::No);
                 };
                 if name.is_empty() {
-                    return Ok(false);
+                    return Ok(Rewritten::No);
                 }
                 // The server keeps the statement for other clients.
                 self.client.map.remove(&name);
                 frontend::close_statement(out, NO_STATEMENT);
                 track.sent(Sent::client(Frontend::Close), command);
-                Ok(true)
+                Ok(Rewritten::Whole)
             }
-            _ => Ok(false),
+            _ => Ok(Rewritten::No),
         }
     }
 

@@ -15,13 +15,14 @@ use crate::cluster::{ClusterState, EndpointState, SessionSlot, View};
 use crate::config::{self, PoolMode, Role};
 use crate::pool::{Credentials, Params, PooledConn};
 use crate::protocol::backend as msg;
-use crate::protocol::next_message;
+use crate::protocol::frame::announced_size;
 use crate::protocol::sqlstate;
 
 use super::acquire::{acquire, node_available, PoolCache};
 use super::conn::ClientConn;
 use super::error::ClientError;
 use super::prepared::SharedStatements;
+use super::pump::stream::STREAM_AT;
 use super::pump::{pump, PumpEnd, PumpOptions};
 use super::settings::{quote_literal, ClientSettings, SqlCommand};
 use super::startup::StartupParams;
@@ -394,23 +395,35 @@ pub(super) async fn greet_from_pool(
     Ok(greeted)
 }
 
-/// Waits, holding no server connection, until the client has sent a whole message.
+/// Waits, holding no server connection, until the client has sent a whole message, or
+/// the start of a large Bind (passed on as it comes).
 pub(super) async fn wait_for_client(
     conn: &mut ClientConn,
     idle_timeout: Option<Duration>,
 ) -> Result<Next, ClientError> {
+    // What is still to come of a CopyData being dropped.
+    let mut dropping = 0;
     loop {
-        if let Some(h) = next_message(&conn.buf, conn.max_message)? {
-            match h.tag {
-                b'X' => return Ok(Next::Terminate),
-                // Copy messages outside COPY: what libpq sends after the server ended
-                // a COPY early. PostgreSQL drops them without an answer; so does
-                // pgfleet, without taking a server connection for them.
-                b'd' | b'c' | b'f' => {
-                    conn.buf.advance(h.total);
-                    continue;
+        let n = dropping.min(conn.buf.len());
+        conn.buf.advance(n);
+        dropping -= n;
+        if dropping == 0 {
+            if let Some(total) = announced_size(&conn.buf, conn.max_message)? {
+                let whole = conn.buf.len() >= total;
+                match conn.buf[0] {
+                    b'X' if whole => return Ok(Next::Terminate),
+                    // Copy messages outside COPY: what libpq sends after the server
+                    // ended a COPY early. PostgreSQL drops them without an answer; so
+                    // does pgfleet, without taking a server connection for them (a
+                    // large CopyData as it comes).
+                    b'd' | b'c' | b'f' if whole || conn.buf[0] == b'd' => {
+                        dropping = total;
+                        continue;
+                    }
+                    b'B' if total > STREAM_AT => return Ok(Next::Message),
+                    _ if whole => return Ok(Next::Message),
+                    _ => {}
                 }
-                _ => return Ok(Next::Message),
             }
         }
         let read = conn.stream.read_buf(&mut conn.buf);

@@ -40,14 +40,15 @@ pub fn parse_sql(out: &mut BytesMut, name: &str, sql: &str) {
     });
 }
 
-/// A Bind of `portal` to statement `name`; `rest` is what follows the statement name in
-/// a client's Bind (formats, parameters, result formats), copied as it is.
-pub fn bind(out: &mut BytesMut, portal: &[u8], name: &str, rest: &[u8]) {
-    message(out, b'B', |out| {
-        put_cstr(out, portal);
-        put_cstr(out, name.as_bytes());
-        out.put_slice(rest);
-    });
+/// The front of a Bind of `portal` to statement `name`: its type, its length and the
+/// two names. The `rest` bytes that follow the statement name in the client's Bind
+/// (formats, parameters, result formats) go after it as the client sent them.
+pub fn bind_front(out: &mut BytesMut, portal: &[u8], name: &str, rest: usize) {
+    let len = 4 + portal.len() + 1 + name.len() + 1 + rest;
+    out.put_u8(b'B');
+    out.put_u32(len as u32);
+    put_cstr(out, portal);
+    put_cstr(out, name.as_bytes());
 }
 
 /// A Describe of statement `name`.
@@ -141,7 +142,8 @@ mod tests {
         fe::describe(b'S', "s1", &mut theirs).unwrap();
         assert_eq!(ours, theirs);
         ours.clear();
-        bind(&mut ours, b"p", "s1", b"\0\0\0\0\0\0");
+        bind_front(&mut ours, b"p", "s1", 6);
+        ours.extend_from_slice(b"\0\0\0\0\0\0");
         assert_eq!(&ours[..], b"B\0\0\0\x0fp\0s1\0\0\0\0\0\0\0");
     }
 

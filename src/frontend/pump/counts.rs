@@ -5,7 +5,7 @@ use crate::pool::PoolStats;
 /// Traffic of this pump, added to the pool's shared counters every `FLUSH_EVERY`
 /// batches and at the end: no shared cache line written per round trip.
 #[derive(Debug, Default)]
-pub(super) struct Counts {
+pub(in crate::frontend) struct Counts {
     received: u64,
     sent: u64,
     queries: u64,

@@ -3,7 +3,7 @@
 
 use bytes::BytesMut;
 
-use crate::frontend::prepared::{CannotRewrite, Rewriter};
+use crate::frontend::prepared::{CannotRewrite, Rewriter, Rewritten};
 use crate::frontend::settings::{classify, looks_like_set, SqlCommand};
 use crate::frontend::track::Tracker;
 use crate::protocol::frame::{body, read_cstr_bytes};
@@ -51,28 +51,33 @@ pub(in crate::frontend) fn lead(m: &[u8]) -> Lead {
     }
 }
 
-/// Rewrites one client message for the server when it names a prepared statement or
-/// deallocates one: appends the replacement to `out`, records what was sent in `track`
-/// and returns true; false when the message goes as it is (nothing recorded).
+/// Rewrites one client message of `total` bytes for the server when it names a
+/// prepared statement or deallocates one: appends the replacement to `out` and records
+/// what was sent in `track`. `m` is whole, or the front of a Bind passed on as it comes.
 pub(in crate::frontend) fn rewrite(
     rw: &mut Rewriter<'_>,
     m: &[u8],
+    total: usize,
     lead: Lead,
     out: &mut BytesMut,
     track: &mut Tracker,
     command: Option<SqlCommand>,
-) -> Result<bool, CannotRewrite> {
+) -> Result<Rewritten, CannotRewrite> {
     match m[0] {
-        b'P' | b'B' | b'D' | b'C' => rw.rewrite(m, out, track, command),
+        b'P' | b'B' | b'D' | b'C' => rw.rewrite(m, total, out, track, command),
         // The statement is read whole only when it is a DEALLOCATE.
         b'Q' if lead == Lead::Deallocate => {
             let mut pos = 0;
-            match read_cstr_bytes(body(m), &mut pos).map(std::str::from_utf8) {
-                Some(Ok(sql)) => rw.deallocate(sql, out, track),
-                _ => Ok(false),
-            }
+            let done = match read_cstr_bytes(body(m), &mut pos).map(std::str::from_utf8) {
+                Some(Ok(sql)) => rw.deallocate(sql, out, track)?,
+                _ => false,
+            };
+            Ok(match done {
+                true => Rewritten::Whole,
+                false => Rewritten::No,
+            })
         }
-        _ => Ok(false),
+        _ => Ok(Rewritten::No),
     }
 }
 

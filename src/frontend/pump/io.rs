@@ -5,7 +5,6 @@ use std::time::Instant;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
-use crate::protocol::frame::announced_size;
 use crate::tls::WriteHalf;
 
 /// Writes some of `bytes` (`Some(n)`: how many), or flushes what TLS kept when there
@@ -29,18 +28,14 @@ pub(super) async fn sleep_until(at: Option<Instant>) {
 }
 
 /// Reads go into at least 8 KiB of free space (reclaimed at the front of the buffer when
-/// it has been consumed), and a message announced larger than what has arrived gets
-/// room for its rest, 1 MiB at a time: a 5-byte header alone never reserves much.
-/// Sets `grew` when it made room for a large message.
-pub(super) fn make_room(buf: &mut BytesMut, max: usize, grew: &mut bool) {
-    let missing = match announced_size(buf, max) {
-        Ok(Some(size)) => size.saturating_sub(buf.len()),
-        _ => 0,
-    };
+/// it has been consumed), and `wanted` more bytes (the rest of a message held whole,
+/// or a large one's next part) get room, 1 MiB at a time: a 5-byte header alone never
+/// reserves much. Sets `grew` when it made room for a large message.
+pub(super) fn make_room(buf: &mut BytesMut, wanted: usize, grew: &mut bool) {
     let spare = buf.capacity() - buf.len();
-    if spare < MIN / 2 || spare < missing.min(STEP) {
-        buf.reserve(missing.clamp(MIN, STEP));
-        *grew |= missing > MIN;
+    if spare < MIN / 2 || spare < wanted.min(STEP) {
+        buf.reserve(wanted.clamp(MIN, STEP));
+        *grew |= wanted > MIN;
     }
 }
 

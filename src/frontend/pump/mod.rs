@@ -16,30 +16,32 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncReadExt;
 
-use crate::pool::{record_parameter, PoolStats, PooledConn, Release};
-use crate::protocol::frame::body;
-use crate::protocol::{next_message, Backend, Frontend, ProtocolError};
+use crate::pool::{PoolStats, PooledConn, Release};
 
 use super::conn::ClientConn;
-use super::pin::{self, PinMode, Pins};
+use super::pin::{PinMode, Pins};
 use super::prepared::{ClientStatements, Rewriter, SharedStatements};
-use super::settings::SqlCommand;
-use super::track::{Answer, Sent, Tracker};
+use super::track::Tracker;
 use crate::sql::{PinReason, PinSet};
 
-mod counts;
+/// Also used by `frontend::fuzzing`.
+pub(super) mod counts;
 mod deadline;
 /// Also driven by `frontend::fuzzing`.
 pub(super) mod inspect;
 mod io;
+/// Also driven by `frontend::fuzzing`.
+pub(super) mod messages;
 mod outbox;
 mod outcome;
+pub(super) mod stream;
 
 use counts::Counts;
 use deadline::next_deadline;
-use inspect::{lead, rewrite, session_command, Lead};
 use io::{make_room, send, shrink_idle, sleep_until};
+use messages::{Flow, Pinning};
 pub use outcome::{PumpEnd, PumpResult};
+use stream::STREAM_AT;
 
 /// How the pump runs for one client.
 #[derive(Debug, Clone, Copy, Default)]
@@ -98,20 +100,19 @@ pub async fn pump(
                 max_prepared: c.max_prepared,
                 checked: Vec::new(),
             });
-            (rewriter, Some((c.pins, c.pin_mode, c.on_pin)))
+            let pinning = Pinning {
+                pins: c.pins,
+                mode: c.pin_mode,
+                on_pin: c.on_pin,
+            };
+            (rewriter, Some(pinning))
         }
         None => (None, None),
     };
     let (mut cr, mut cw) = client.stream.split();
     let cbuf = &mut client.buf;
-    // What waits to be written to each side.
-    let (mut to_server, mut to_client) = (BytesMut::new(), BytesMut::new());
-    let mut changed = BytesMut::new();
-    // Why each refused statement was refused, in the order the server answers them.
-    let mut refusals = std::collections::VecDeque::new();
-    let mut terminated = false;
-    let mut untracked_set = false;
-    let mut params_changed = false;
+    // Session mode reads only a statement's first word: its text may pass as it comes.
+    let mut flow = Flow::new(opts.transaction, pinning.is_none(), STREAM_AT);
     // A write to the server failed part-way: the server may hold half a message.
     let mut broken_write = false;
     // TLS keeps what was written until flushed.
@@ -124,97 +125,14 @@ pub async fn pump(
     let large = |b: &BytesMut| b.capacity() > 64 << 10;
     let mut grew = (large(cbuf), large(sbuf));
 
-    let end = 'pump: loop {
-        // The client's whole messages: recorded, rewritten where needed, queued.
-        let mut run = 0;
-        while !terminated && track.has_room() {
-            let h = match next_message(&cbuf[run..], max) {
-                Ok(Some(h)) => h,
-                Ok(None) => break,
-                Err(e) => break 'pump PumpEnd::ClientProtocol(e),
-            };
-            let kind = Frontend::from_tag(h.tag);
-            match kind {
-                Frontend::Terminate => {
-                    terminated = true;
-                    break;
-                }
-                Frontend::Other(tag) => {
-                    let e = ProtocolError::Unexpected {
-                        expected: "a query, extended-protocol or COPY message",
-                        got: tag,
-                    };
-                    break 'pump PumpEnd::ClientProtocol(e);
-                }
-                _ => {}
-            }
-            let m = &cbuf[run..run + h.total];
-            if let Some((pins, pin_mode, on_pin)) = pinning.as_mut() {
-                let state = match kind {
-                    Frontend::Query | Frontend::Parse | Frontend::FunctionCall => {
-                        pin::message_state(m)
-                    }
-                    _ => PinSet::default(),
-                };
-                match (state.iter().next(), *pin_mode) {
-                    (None, _) => {}
-                    (Some(_), PinMode::Auto) => {
-                        let new = pins.add(state, track.next_seq());
-                        if !new.is_empty() {
-                            on_pin(new, None);
-                        }
-                    }
-                    (Some(reason), PinMode::Error) => {
-                        let sent = pin::refused_message(m, &mut changed);
-                        track.sent(
-                            Sent {
-                                kind: sent,
-                                answer: Answer::Refused,
-                                statement: false,
-                            },
-                            None,
-                        );
-                        refusals.push_back(reason);
-                        outbox::take(&mut to_server, cbuf, run);
-                        outbox::replace(&mut to_server, cbuf, h.total, &changed);
-                        changed.clear();
-                        run = 0;
-                        continue;
-                    }
-                }
-            }
-            // Session mode follows only the RESETs (its settings are applied again).
-            let lead = match kind {
-                Frontend::Query | Frontend::Parse => lead(m),
-                _ => Lead::Other,
-            };
-            let command = match kind {
-                Frontend::Query | Frontend::Parse => {
-                    session_command(m, lead, rewriter.is_some(), &mut untracked_set)
-                        .filter(|c| opts.transaction || !matches!(c, SqlCommand::Set { .. }))
-                }
-                _ => None,
-            };
-            let rewritten = match rewriter.as_mut() {
-                Some(rw) => match rewrite(rw, m, lead, &mut changed, track, command.clone()) {
-                    Ok(done) => done,
-                    Err(_) => break 'pump PumpEnd::OutOfStep(track.lost().unwrap_or("lost")),
-                },
-                None => false,
-            };
-            if rewritten {
-                outbox::take(&mut to_server, cbuf, run);
-                outbox::replace(&mut to_server, cbuf, h.total, &changed);
-                changed.clear();
-                run = 0;
-            } else {
-                track.sent(Sent::client(kind), command);
-                run += h.total;
-            }
-        }
+    let end = loop {
+        let mut run = match flow.client(cbuf, max, track, rewriter.as_mut(), pinning.as_mut()) {
+            Ok(run) => run,
+            Err(end) => break end,
+        };
         // Straight from the read buffer when the socket takes it all now (the common
         // case): the buffer is not shared with the outbox, nor its allocation.
-        if to_server.is_empty() && run > 0 {
+        if flow.to_server.is_empty() && run > 0 {
             match sw.write_now(&cbuf[..run]) {
                 Ok(n) => {
                     counts.received(n);
@@ -227,61 +145,21 @@ pub async fn pump(
                 }
             }
         }
-        outbox::take(&mut to_server, cbuf, run);
+        outbox::take(&mut flow.to_server, cbuf, run);
 
-        // The server's whole messages: followed, passed on, swallowed or converted.
-        let mut run = 0;
-        let mut answered = false;
-        loop {
-            let h = match next_message(&sbuf[run..], max) {
-                Ok(Some(h)) => h,
-                Ok(None) => break,
-                Err(e) => break 'pump PumpEnd::ServerProtocol(e),
-            };
-            let msg = Backend::from_tag(h.tag);
-            let b = body(&sbuf[run..run + h.total]);
-            match msg {
-                Backend::ParameterStatus => {
-                    record_parameter(params, b);
-                    params_changed = true;
-                }
-                Backend::ReadyForQuery => {
-                    answered = true;
-                    counts.answered(b.first() == Some(&b'I'));
-                }
-                _ => {}
-            }
-            match track.server(msg, b) {
-                Answer::Forward => run += h.total,
-                Answer::AsParse => {
-                    sbuf[run] = b'1';
-                    run += h.total;
-                }
-                Answer::Swallow => {
-                    outbox::take(&mut to_client, sbuf, run);
-                    outbox::replace(&mut to_client, sbuf, h.total, &[]);
-                    run = 0;
-                }
-                Answer::Refused => {
-                    if let Some(reason) = refusals.pop_front() {
-                        pin::refusal(&mut changed, reason);
-                    }
-                    outbox::take(&mut to_client, sbuf, run);
-                    outbox::replace(&mut to_client, sbuf, h.total, &changed);
-                    changed.clear();
-                    run = 0;
-                }
-            }
-        }
-        if let (Some(why), Some((pins, _, on_pin))) = (track.lost(), pinning.as_mut()) {
-            if !pins.reasons().contains(PinReason::Protocol) {
+        let (mut run, answered) = match flow.server(sbuf, max, track, params, &mut counts) {
+            Ok(done) => done,
+            Err(end) => break end,
+        };
+        if let (Some(why), Some(p)) = (track.lost(), pinning.as_mut()) {
+            if !p.pins.reasons().contains(PinReason::Protocol) {
                 let mut protocol = PinSet::default();
                 protocol.add(PinReason::Protocol);
-                pins.add(protocol, track.next_seq());
-                on_pin(protocol, Some(why));
+                p.pins.add(protocol, track.next_seq());
+                (p.on_pin)(protocol, Some(why));
             }
         }
-        if to_client.is_empty() && run > 0 {
+        if flow.to_client.is_empty() && run > 0 {
             match cw.write_now(&sbuf[..run]) {
                 Ok(n) => {
                     counts.sent(n, &stats);
@@ -291,18 +169,18 @@ pub async fn pump(
                 Err(_) => break PumpEnd::ClientClosed,
             }
         }
-        outbox::take(&mut to_client, sbuf, run);
+        outbox::take(&mut flow.to_client, sbuf, run);
         if answered {
             idle_since = now();
         }
 
         // What the sockets take now is written now, without a round through the wait
         // below (plain TCP; TLS writes there).
-        if !to_server.is_empty() {
-            match sw.write_now(&to_server) {
+        if !flow.to_server.is_empty() {
+            match sw.write_now(&flow.to_server) {
                 Ok(n) => {
                     counts.received(n);
-                    outbox::written(&mut to_server, n);
+                    outbox::written(&mut flow.to_server, n);
                 }
                 Err(_) => {
                     broken_write = true;
@@ -310,32 +188,33 @@ pub async fn pump(
                 }
             }
         }
-        if !to_client.is_empty() {
-            match cw.write_now(&to_client) {
+        if !flow.to_client.is_empty() {
+            match cw.write_now(&flow.to_client) {
                 Ok(n) => {
                     counts.sent(n, &stats);
-                    outbox::written(&mut to_client, n);
+                    outbox::written(&mut flow.to_client, n);
                 }
                 Err(_) => break PumpEnd::ClientClosed,
             }
         }
 
         // Where to stop.
-        let settled = to_server.is_empty()
-            && to_client.is_empty()
+        let settled = flow.to_server.is_empty()
+            && flow.to_client.is_empty()
             && !flush_server
             && !flush_client
-            && sbuf.is_empty();
-        if terminated && to_server.is_empty() && !flush_server {
+            && sbuf.is_empty()
+            && flow.between_messages();
+        if flow.terminated && flow.to_server.is_empty() && !flush_server {
             break PumpEnd::ClientTerminated;
         }
         if settled && track.idle() {
             match pinning.as_mut() {
-                Some((pins, _, _)) => {
-                    if pins.any() && track.discarded_after(pins.since()) {
-                        pins.clear();
+                Some(p) => {
+                    if p.pins.any() && track.discarded_after(p.pins.since()) {
+                        p.pins.clear();
                     }
-                    if !pins.any() {
+                    if !p.pins.any() {
                         break PumpEnd::TransactionDone;
                     }
                 }
@@ -346,20 +225,22 @@ pub async fn pump(
 
         // Wait for the next thing either side can do.
         let deadline = next_deadline(track, &opts, idle_since);
-        let read_client = !terminated && track.has_room() && to_server.len() < BACKLOG;
-        let read_server = to_client.len() < BACKLOG;
-        make_room(cbuf, max, &mut grew.0);
-        make_room(sbuf, max, &mut grew.1);
-        if track.quiet() && to_client.is_empty() && to_server.is_empty() {
+        let read_client = !flow.terminated && track.has_room() && flow.to_server.len() < BACKLOG;
+        let read_server = flow.to_client.len() < BACKLOG;
+        // Room is made once what was read has been passed on (made before, it would
+        // grow a buffer still full of it).
+        make_room(cbuf, flow.from_client.wanted(cbuf, max), &mut grew.0);
+        make_room(sbuf, flow.from_server.wanted(sbuf, max), &mut grew.1);
+        if track.quiet() && flow.to_client.is_empty() && flow.to_server.is_empty() {
             shrink_idle(cbuf, &mut grew.0);
             shrink_idle(sbuf, &mut grew.1);
         }
         tokio::select! {
             biased;
-            w = send(&mut sw, &to_server), if !to_server.is_empty() || flush_server => match w {
+            w = send(&mut sw, &flow.to_server), if !flow.to_server.is_empty() || flush_server => match w {
                 Ok(Some(n)) => {
                     counts.received(n);
-                    outbox::written(&mut to_server, n);
+                    outbox::written(&mut flow.to_server, n);
                     flush_server = sw.buffers();
                 }
                 Ok(None) => flush_server = false,
@@ -368,22 +249,22 @@ pub async fn pump(
                     break PumpEnd::ServerClosed;
                 }
             },
-            w = send(&mut cw, &to_client), if !to_client.is_empty() || flush_client => match w {
+            w = send(&mut cw, &flow.to_client), if !flow.to_client.is_empty() || flush_client => match w {
                 Ok(Some(n)) => {
                     counts.sent(n, &stats);
-                    outbox::written(&mut to_client, n);
+                    outbox::written(&mut flow.to_client, n);
                     flush_client = cw.buffers();
                 }
                 Ok(None) => flush_client = false,
                 Err(_) => break PumpEnd::ClientClosed,
             },
             r = sr.read_buf(sbuf), if read_server => match r {
-                Ok(n) if n > 0 => make_room(sbuf, max, &mut grew.1),
-                _ => break PumpEnd::ServerClosed,
+                Ok(0) | Err(_) => break PumpEnd::ServerClosed,
+                Ok(_) => {}
             },
             r = cr.read_buf(cbuf), if read_client => match r {
-                Ok(n) if n > 0 => make_room(cbuf, max, &mut grew.0),
-                _ => break PumpEnd::ClientClosed,
+                Ok(0) | Err(_) => break PumpEnd::ClientClosed,
+                Ok(_) => {}
             },
             _ = sleep_until(deadline.as_ref().map(|d| d.0)), if deadline.is_some() => {
                 // The state may have moved on meanwhile: only end if it still holds.
@@ -398,6 +279,7 @@ pub async fn pump(
     counts.flush(&stats);
     shrink_idle(cbuf, &mut grew.0);
     shrink_idle(sbuf, &mut grew.1);
+    let params_changed = flow.params_changed;
     if params_changed {
         server.in_step_with = None;
     }
@@ -405,8 +287,9 @@ pub async fn pump(
     let clean = lost.is_none()
         && track.quiet()
         && !track.unsynced()
-        && to_server.is_empty()
+        && flow.to_server.is_empty()
         && !broken_write
+        && flow.between_messages()
         && server.buf.is_empty();
     let release = match end {
         PumpEnd::TransactionDone | PumpEnd::Resync => Release::Reuse,
@@ -433,7 +316,8 @@ pub async fn pump(
         && opts.transaction
         && track.status() == b'I'
         && owed.is_some()
-        && !broken_write;
+        && !broken_write
+        && !flow.from_client.active();
     PumpResult {
         unanswered: owed.unwrap_or(0),
         recoverable,
@@ -444,7 +328,7 @@ pub async fn pump(
         reset_seen: track.reset_seen(),
         params_changed,
         commands,
-        untracked_set: untracked_set || track.untracked_set(),
+        untracked_set: flow.untracked_set || track.untracked_set(),
         lost,
     }
 }

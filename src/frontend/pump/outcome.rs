@@ -3,7 +3,7 @@
 use crate::pool::Release;
 use crate::protocol::ProtocolError;
 
-use super::SqlCommand;
+use crate::frontend::settings::SqlCommand;
 
 /// Why the pump stopped.
 #[derive(Debug)]
