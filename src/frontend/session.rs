@@ -404,9 +404,11 @@ pub(super) async fn wait_for_client(
     // What is still to come of a CopyData being dropped.
     let mut dropping = 0;
     loop {
-        let n = dropping.min(conn.buf.len());
-        conn.buf.advance(n);
-        dropping -= n;
+        if dropping > 0 {
+            let n = dropping.min(conn.buf.len());
+            conn.buf.advance(n);
+            dropping -= n;
+        }
         if dropping == 0 {
             if let Some(total) = announced_size(&conn.buf, conn.max_message)? {
                 let whole = conn.buf.len() >= total;

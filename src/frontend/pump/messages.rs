@@ -82,6 +82,7 @@ impl Flow {
     /// `track`, checked for session state (`pinning`), rewritten where needed
     /// (`rewriter`). Returns how many bytes at `cbuf`'s front go to the server as they
     /// are, after `to_server`.
+    #[inline(always)]
     pub(in crate::frontend) fn client(
         &mut self,
         cbuf: &mut BytesMut,
@@ -90,8 +91,14 @@ impl Flow {
         mut rewriter: Option<&mut Rewriter<'_>>,
         mut pinning: Option<&mut Pinning<'_>>,
     ) -> Result<usize, PumpEnd> {
-        let mut run = self.from_client.take(cbuf.len());
-        while !self.terminated && !self.from_client.active() && track.has_room() {
+        let mut run = 0;
+        if self.from_client.active() {
+            run = self.from_client.take(cbuf.len());
+            if self.from_client.active() {
+                return Ok(run);
+            }
+        }
+        while !self.terminated && track.has_room() {
             let h = match next_message(&cbuf[run..], max) {
                 Ok(Some(h)) => h,
                 Ok(None) => match self.from_client.partial(&cbuf[run..], max) {
@@ -198,7 +205,11 @@ impl Flow {
                 run = 0;
             }
             run += avail - front;
-            self.from_client.started(h.total, avail);
+            if avail < h.total {
+                // The rest follows as it arrives: nothing after it is here yet.
+                self.from_client.started(h.total, avail);
+                break;
+            }
         }
         Ok(run)
     }
@@ -207,6 +218,7 @@ impl Flow {
     /// `track`, reported parameters recorded in `params`, ReadyForQuery counted. Returns
     /// how many bytes at `sbuf`'s front go to the client as they are, after
     /// `to_client`, and whether a ReadyForQuery came.
+    #[inline(always)]
     pub(in crate::frontend) fn server(
         &mut self,
         sbuf: &mut BytesMut,
@@ -215,9 +227,15 @@ impl Flow {
         params: &mut Vec<(String, String)>,
         counts: &mut Counts,
     ) -> Result<(usize, bool), PumpEnd> {
-        let mut run = self.from_server.take(sbuf.len());
+        let mut run = 0;
         let mut answered = false;
-        while !self.from_server.active() {
+        if self.from_server.active() {
+            run = self.from_server.take(sbuf.len());
+            if self.from_server.active() {
+                return Ok((run, answered));
+            }
+        }
+        loop {
             let h = match next_message(&sbuf[run..], max) {
                 Ok(Some(h)) => h,
                 Ok(None) => match self.from_server.partial(&sbuf[run..], max) {
@@ -248,7 +266,10 @@ impl Flow {
                 if answer != Answer::Forward {
                     return Err(PumpEnd::OutOfStep("a large message pgfleet must change"));
                 }
+                // The rest follows as it arrives: nothing after it is here yet.
                 self.from_server.started(h.total, avail);
+                run += avail;
+                break;
             }
             match answer {
                 Answer::Forward => run += avail,

@@ -73,7 +73,17 @@ impl Passing {
 
     /// Whether the message at the front of `buf`, of which not all has arrived, is
     /// passed on as it comes. `Err` as `next_message`'s.
+    #[inline]
     pub(super) fn partial(&self, buf: &[u8], max: usize) -> Result<Partial, ProtocolError> {
+        // Most often the buffer ends on a message's end.
+        if buf.len() < 5 {
+            return Ok(Partial::Wait);
+        }
+        self.started_message(buf, max)
+    }
+
+    /// `partial` once a header is in.
+    fn started_message(&self, buf: &[u8], max: usize) -> Result<Partial, ProtocolError> {
         let Some(total) = announced_size(buf, max)? else {
             return Ok(Partial::Wait);
         };
