@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::cluster::Node;
+use crate::sync::lock;
 
 /// How long a cancel may take before its server connection is given up.
 const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -170,10 +171,6 @@ pub struct CancelSlot {
     readers: AtomicUsize,
     /// Where `target` is looked up: the client's cluster's.
     targets: Arc<Targets>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl CancelSlot {

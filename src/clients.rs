@@ -2,11 +2,12 @@
 //! `KILL_CLIENT` ends one. Registered once logged in, unregistered when gone; a
 //! client's state and member are two atomics updated per transaction.
 
+use crate::sync::lock;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU16, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// What a client is doing now.
@@ -100,10 +101,6 @@ impl Drop for Registered<'_> {
     fn drop(&mut self) {
         lock(&self.registry.clients).remove(&self.info.id);
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Who a client is, for `ClientRegistry::register`.

@@ -36,7 +36,7 @@ impl Wake for Flag {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::Release);
-        let task = self.task.lock().unwrap_or_else(|e| e.into_inner());
+        let task = crate::sync::lock(&self.task);
         if let Some(waker) = task.as_ref() {
             waker.wake_by_ref();
         }
@@ -67,7 +67,7 @@ impl<F: Future> Future for Dormant<F> {
             }
         } else {
             let waker = cx.waker().clone();
-            *this.flag.task.lock().unwrap_or_else(|e| e.into_inner()) = Some(waker.clone());
+            *crate::sync::lock(&this.flag.task) = Some(waker.clone());
             this.task = Some(waker);
             this.flag.woken.store(false, Ordering::Release);
         }

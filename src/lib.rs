@@ -25,6 +25,7 @@ pub mod protocol;
 pub mod sql;
 pub mod state;
 pub mod stats;
+mod sync;
 pub mod systemd;
 pub mod takeover;
 pub mod tls;
@@ -32,7 +33,9 @@ pub mod workers;
 
 pub use fleet::Fleet;
 
-/// Entry points for the fuzz targets in `fuzz/`; not an interface.
+/// Entry points for the fuzz targets in `fuzz/` (the `fuzzing` feature); not an
+/// interface, and not in the release build.
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub use frontend::fuzzing;
 

@@ -112,7 +112,7 @@ impl Listeners {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<SocketAddr, Vec<OwnedFd>>> {
-        self.open.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.open)
     }
 }
 

@@ -27,7 +27,7 @@ impl DerivedSecrets {
         if password.is_empty() {
             return secret.clone();
         }
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = crate::sync::lock(&self.map);
         if let Some((pw, derived)) = map.get(user) {
             if pw == password {
                 return Secret::Scram(derived.clone());

@@ -122,6 +122,7 @@ impl ScramClient {
     }
 
     /// A client with a given user name and nonce (RFC test vectors, fuzzing).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn with_fixed_nonce(cred: ScramCredential, user: &str, nonce: &str) -> ScramClient {
         ScramClient {
             username: user.to_owned(),

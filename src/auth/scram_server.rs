@@ -114,6 +114,7 @@ impl ScramServer {
     }
 
     /// Replaces the random server nonce (RFC test vectors, fuzzing).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn with_server_nonce(mut self, nonce: &str) -> ScramServer {
         self.server_nonce = nonce.to_owned();
         self

@@ -15,11 +15,12 @@
 mod queue;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use crate::sync::lock;
 use crate::workers;
 
 /// The largest limit; larger sizes are cut to it.
@@ -66,10 +67,6 @@ impl Drop for Permit {
     fn drop(&mut self) {
         self.inner.give(workers::list());
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Capacity {

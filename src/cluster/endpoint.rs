@@ -12,9 +12,7 @@ use tokio::sync::watch;
 use crate::config;
 use crate::pool::PoolStats;
 
-/// The most endpoints a cluster has at once, counting removed ones still draining:
-/// each has a session counter on every node.
-pub const MAX_ENDPOINTS: usize = 32;
+pub use crate::config::MAX_ENDPOINTS;
 
 /// Where an endpoint is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -133,7 +131,7 @@ pub struct Slots {
 impl Slots {
     /// The lowest free slot, if any.
     pub(super) fn take(&self) -> Option<usize> {
-        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        let mut used = crate::sync::lock(&self.used);
         let slot = (0..MAX_ENDPOINTS).find(|i| *used & (1 << i) == 0)?;
         *used |= 1 << slot;
         Some(slot)
@@ -141,12 +139,12 @@ impl Slots {
 
     /// Slots free now.
     pub(super) fn free(&self) -> usize {
-        let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        let used = crate::sync::lock(&self.used);
         MAX_ENDPOINTS - used.count_ones() as usize
     }
 
     fn release(&self, slot: usize) {
-        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        let mut used = crate::sync::lock(&self.used);
         *used &= !(1u64 << slot);
     }
 }

@@ -201,13 +201,13 @@ impl ClusterState {
 
     /// Counts an ErrorResponse pgfleet sent one of the cluster's clients.
     pub fn count_error(&self, sqlstate: &str) {
-        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        let mut errors = crate::sync::lock(&self.errors);
         *errors.entry(sqlstate.to_owned()).or_default() += 1;
     }
 
     /// ErrorResponses pgfleet sent the cluster's clients, by SQLSTATE.
     pub fn errors(&self) -> Vec<(String, u64)> {
-        let errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        let errors = crate::sync::lock(&self.errors);
         errors.iter().map(|(k, v)| (k.clone(), *v)).collect()
     }
 
@@ -250,7 +250,7 @@ impl ClusterState {
     }
 
     fn draining_list(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Node>>> {
-        self.draining.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.draining)
     }
 
     /// Whether `node` takes new clients, in HAProxy's words: `draining` (removed by

@@ -5,10 +5,11 @@
 //! Each entry is a duplicate of the socket's descriptor, so shutting it down never
 //! touches a descriptor number the system has given to something else since.
 
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// What `SHOW SERVERS` tells of a server connection.
@@ -28,10 +29,6 @@ pub struct ServerInfo {
 pub struct Sockets {
     next: AtomicU64,
     open: Mutex<HashMap<u64, (OwnedFd, ServerInfo)>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Sockets {

@@ -19,6 +19,10 @@ pub use schema::{
 };
 pub use tls::{ClientTlsMode, ServerTls, ServerTlsMode};
 
+/// The most endpoints a cluster has at once, counting removed ones still draining:
+/// each has a session counter on every node.
+pub const MAX_ENDPOINTS: usize = 32;
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -348,11 +352,8 @@ pub fn validate(loaded: &Loaded) -> Result<(), ConfigError> {
                 "needs at least one endpoint",
             ));
         }
-        if c.endpoints.len() > crate::cluster::MAX_ENDPOINTS {
-            let msg = format!(
-                "at most {} endpoints per cluster",
-                crate::cluster::MAX_ENDPOINTS
-            );
+        if c.endpoints.len() > MAX_ENDPOINTS {
+            let msg = format!("at most {} endpoints per cluster", MAX_ENDPOINTS);
             return Err(invalid(file, &key("endpoints"), &msg));
         }
         for (ename, e) in &c.endpoints {

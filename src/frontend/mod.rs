@@ -4,6 +4,7 @@ mod acquire;
 mod auth;
 mod conn;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 mod pending;

@@ -32,7 +32,7 @@ impl PendingByAddress {
             });
         }
         let source = source(peer);
-        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = crate::sync::lock(&self.counts);
         let n = counts.entry(source).or_default();
         if *n >= max {
             return None;
@@ -46,7 +46,7 @@ impl PendingByAddress {
 
     /// Logins in progress from `peer`'s source.
     pub fn in_progress(&self, peer: IpAddr) -> usize {
-        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let counts = crate::sync::lock(&self.counts);
         counts.get(&source(peer)).copied().unwrap_or(0)
     }
 }
@@ -56,11 +56,7 @@ impl Drop for AddressPermit<'_> {
         let Some(source) = self.source else {
             return;
         };
-        let mut counts = self
-            .pending
-            .counts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut counts = crate::sync::lock(&self.pending.counts);
         if let Some(n) = counts.get_mut(&source) {
             *n -= 1;
             if *n == 0 {

@@ -24,7 +24,7 @@ use super::error::ClientError;
 use super::prepared::SharedStatements;
 use super::pump::stream::STREAM_AT;
 use super::pump::{pump, PumpEnd, PumpOptions};
-use super::settings::{quote_literal, ClientSettings, SqlCommand};
+use super::settings::{set_config, ClientSettings, SqlCommand};
 use super::startup::StartupParams;
 use super::track::Tracker;
 use super::transaction;
@@ -262,13 +262,7 @@ pub async fn apply_settings(
     let calls: Vec<String> = settings
         .iter()
         .filter(|(name, value)| server.param(name) != Some(value.as_str()))
-        .map(|(name, value)| {
-            format!(
-                "pg_catalog.set_config({}, {}, false)",
-                quote_literal(name),
-                quote_literal(value)
-            )
-        })
+        .map(|(name, value)| set_config(name, value))
         .collect();
     if calls.is_empty() {
         return Ok(());

@@ -135,12 +135,7 @@ impl ClientSettings {
                 s.startup.push((slot.0.clone(), slot.1.clone()));
             } else {
                 s.startup.push((name.clone(), value.clone()));
-                let sql = format!(
-                    "SELECT pg_catalog.set_config({}, {}, false)",
-                    quote_literal(name),
-                    quote_literal(value)
-                );
-                s.upsert(name, sql);
+                s.upsert(name, format!("SELECT {}", set_config(name, value)));
             }
         }
         s.refingerprint();
@@ -195,16 +190,6 @@ impl ClientSettings {
         }
         self.refingerprint();
         changed
-    }
-
-    /// The ParameterStatus values the client is greeted with.
-    pub fn greeting<'a>(
-        &'a self,
-        baseline: &'a [(String, String)],
-    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-        baseline
-            .iter()
-            .map(|fresh| (fresh.0.as_str(), self.told(fresh)))
     }
 
     /// The value the client is greeted with for `fresh`, one of the baseline's
@@ -273,11 +258,7 @@ impl ClientSettings {
             {
                 Some(slot) => slot.1 = value,
                 None => {
-                    let sql = format!(
-                        "SELECT pg_catalog.set_config({}, {}, false)",
-                        quote_literal(&name),
-                        quote_literal(&value)
-                    );
+                    let sql = format!("SELECT {}", set_config(&name, &value));
                     self.upsert(&name, sql);
                 }
             }
@@ -328,13 +309,7 @@ impl ClientSettings {
             .reported
             .iter()
             .filter(|(n, v)| server.param(n).is_some_and(|cur| cur != v))
-            .map(|(n, v)| {
-                format!(
-                    "pg_catalog.set_config({}, {}, false)",
-                    quote_literal(n),
-                    quote_literal(v)
-                )
-            })
+            .map(|(n, v)| set_config(n, v))
             .collect();
         if !calls.is_empty() {
             statements.push(format!("SELECT {}", calls.join(", ")));
@@ -370,6 +345,16 @@ fn reset_statement(name: &str) -> String {
 
 fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// The call that sets `name` to `value` for the session, as a startup packet would:
+/// `pg_catalog.set_config('name', 'value', false)` (a list stays a list).
+pub fn set_config(name: &str, value: &str) -> String {
+    format!(
+        "pg_catalog.set_config({}, {}, false)",
+        quote_literal(name),
+        quote_literal(value)
+    )
 }
 
 /// A string literal for any value (backslashes escaped with `E''`).
@@ -450,8 +435,6 @@ mod tests {
         let s = ClientSettings::for_login(&baseline, &startup, &Default::default());
         assert_eq!(s.told(&baseline[0]), "UTC");
         assert_eq!(s.told(&baseline[1]), "app");
-        let greeting: Vec<_> = s.greeting(&baseline).collect();
-        assert_eq!(greeting, [("TimeZone", "UTC"), ("application_name", "app")]);
     }
 
     #[test]

@@ -154,7 +154,7 @@ impl TestCluster {
     /// Locks the mutable state, ignoring poisoning (a panicking test thread
     /// must not make the cluster unusable or its drop panic).
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Returns `node`'s static facts, or an error if it does not exist.

@@ -29,7 +29,7 @@ fn taken() -> &'static Mutex<HashSet<u16>> {
 /// has not handed out before.
 pub(super) fn reserve() -> Result<u16> {
     let mut rng = rand::thread_rng();
-    let mut taken = taken().lock().unwrap_or_else(|e| e.into_inner());
+    let mut taken = crate::sync::lock(taken());
     for _ in 0..2000 {
         let port = rng.gen_range(LOW..HIGH);
         if taken.contains(&port) {

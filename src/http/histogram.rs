@@ -21,7 +21,7 @@ struct Values {
 
 impl SnapshotHistogram {
     pub fn set(&self, sum: f64, count: u64, buckets: Vec<(f64, u64)>) {
-        *self.values.lock().unwrap_or_else(|e| e.into_inner()) = Values {
+        *crate::sync::lock(&self.values) = Values {
             sum,
             count,
             buckets,
@@ -35,7 +35,7 @@ impl TypedMetric for SnapshotHistogram {
 
 impl EncodeMetric for SnapshotHistogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let v = self.values.lock().unwrap_or_else(|e| e.into_inner());
+        let v = crate::sync::lock(&self.values);
         encoder.encode_histogram::<NoLabelSet>(v.sum, v.count, &v.buckets, None)
     }
 

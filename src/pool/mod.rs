@@ -14,7 +14,7 @@ mod stats;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, Guard};
@@ -29,6 +29,7 @@ pub use stats::{PoolStats, StatsSnapshot, WAIT_BUCKETS};
 use crate::capacity::{Capacity, Permit};
 use crate::cluster::Node;
 use crate::config;
+use crate::sync::lock;
 
 /// ParameterStatus values (name, value) as a server sent them, shared.
 pub type Params = Arc<Vec<(String, String)>>;
@@ -76,10 +77,6 @@ pub struct Pool {
     /// Clients waiting for a slot.
     waiting: AtomicUsize,
     pub stats: PoolStats,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Pool {

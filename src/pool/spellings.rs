@@ -7,8 +7,9 @@
 //! then greets later clients with the server's spelling and finds connections already
 //! in that state, with no statement to send.
 
+use crate::sync::lock;
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 /// Distinct values remembered; startup values come from clients, so the map is bounded.
 const MAX_SPELLINGS: usize = 1024;
@@ -17,10 +18,6 @@ const MAX_SPELLINGS: usize = 1024;
 #[derive(Debug, Default)]
 pub struct Spellings {
     known: Mutex<HashMap<(String, String, String), String>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Spellings {

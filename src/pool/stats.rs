@@ -90,12 +90,12 @@ impl PoolStats {
 
     /// Records the change over the last statistics period.
     pub fn set_last_period(&self, change: StatsSnapshot, period: Duration) {
-        *self.last_period.lock().unwrap_or_else(|e| e.into_inner()) = Some((change, period));
+        *crate::sync::lock(&self.last_period) = Some((change, period));
     }
 
     /// The change over the last statistics period and its length, if one has passed.
     pub fn last_period(&self) -> Option<(StatsSnapshot, Duration)> {
-        *self.last_period.lock().unwrap_or_else(|e| e.into_inner())
+        *crate::sync::lock(&self.last_period)
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {

@@ -51,7 +51,7 @@ impl SharedStatements {
         let digest = hmac_sha256(&self.key, &[rest]);
         let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
         let internal = format!("pgfleet_{hex}");
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = crate::sync::lock(&self.held);
         if let Some(stmt) = held.map.get(&internal).and_then(Weak::upgrade) {
             return stmt;
         }
