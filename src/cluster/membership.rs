@@ -60,8 +60,7 @@ pub async fn run(cluster: Arc<ClusterState>, mut stop: watch::Receiver<bool>) {
                     warn!(cluster = %cluster.name, source = source.name(), error = %format!("{e:#}"), "discovery failed; members kept as they are");
                 }
             }
-            // A static list only changes with the configuration.
-            polls = source.name() != "static";
+            polls = source.polls();
         }
         let interval = cluster.config().discovery_interval;
         tokio::select! {

@@ -54,6 +54,11 @@ pub trait Source: Send + Sync {
     fn name(&self) -> &'static str;
     /// The members now.
     fn members(&self) -> Poll<'_>;
+    /// Whether the members can change between two polls (every `discovery_interval`);
+    /// a list written in the configuration changes only with it.
+    fn polls(&self) -> bool {
+        true
+    }
 }
 
 /// What a source may need besides the cluster's configuration.

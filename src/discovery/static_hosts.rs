@@ -26,4 +26,8 @@ impl Source for StaticHosts {
         let members = self.members.clone();
         Box::pin(async move { Ok(members) })
     }
+
+    fn polls(&self) -> bool {
+        false
+    }
 }
