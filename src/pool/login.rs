@@ -20,7 +20,9 @@ use crate::protocol::backend::parse_error_fields;
 use crate::protocol::frame::body;
 use crate::tls::Stream;
 
-use super::server::{protocol, read_message, record_parameter, Credentials, ServerError};
+use super::server::{
+    read_message, record_parameter, Credentials, ServerError, ServerProtocolError,
+};
 
 /// What the connection to the server proves of it, for what pgfleet may send it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,27 +94,14 @@ pub(super) async fn login(
                     .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
                 out.clear();
                 match code {
-                    Some(0) if unproven => {
-                        return Err(login_error(
-                            "the server accepted the login without proving it knows the \
-                             password (no SCRAM final message): it is not the PostgreSQL \
-                             server it claims to be",
-                        ))
-                    }
+                    Some(0) if unproven => return Err(LoginError::Unproven.into()),
                     Some(0) => continue,
                     Some(3) => {
                         let Some(Secret::Plain(pw)) = &cred.secret else {
-                            return Err(login_error(
-                                "the server asks for a cleartext password and auth_file has none",
-                            ));
+                            return Err(LoginError::NoCleartextPassword.into());
                         };
                         if !channel.takes_cleartext() {
-                            return Err(login_error(
-                                "the server asks for a cleartext password; pgfleet sends one \
-                                 only to a server whose certificate it verified \
-                                 (server_tls_sslmode = verify-ca or verify-full) or, without \
-                                 TLS, to a loopback address",
-                            ));
+                            return Err(LoginError::CleartextRefused.into());
                         }
                         fe::password_message(pw.as_bytes(), &mut out)?;
                     }
@@ -120,17 +109,10 @@ pub(super) async fn login(
                         let salt: [u8; 4] = b
                             .get(4..8)
                             .and_then(|s| s.try_into().ok())
-                            .ok_or_else(|| protocol("short md5 request"))?;
-                        let secret = cred
-                            .secret
-                            .as_ref()
-                            .ok_or_else(|| login_error("no auth_file entry for md5"))?;
-                        let resp =
-                            md5_response_for_server(secret, &cred.user, salt).ok_or_else(|| {
-                                login_error(
-                                    "the server asks for md5 and auth_file holds a SCRAM secret",
-                                )
-                            })?;
+                            .ok_or(ServerProtocolError::ShortMd5Request)?;
+                        let secret = cred.secret.as_ref().ok_or(LoginError::NoMd5Secret)?;
+                        let resp = md5_response_for_server(secret, &cred.user, salt)
+                            .ok_or(LoginError::Md5WithScramSecret)?;
                         fe::password_message(resp.as_bytes(), &mut out)?;
                     }
                     Some(10) => {
@@ -144,16 +126,12 @@ pub(super) async fn login(
                         let mechanism = match binding {
                             Binding::EndPoint(_) => SCRAM_SHA_256_PLUS,
                             _ if offers(SCRAM_SHA_256) => SCRAM_SHA_256,
-                            _ => return Err(login_error("the server offers no SCRAM-SHA-256")),
+                            _ => return Err(LoginError::NoScram.into()),
                         };
                         let credential = match (&cred.secret, &cred.scram_keys) {
                             (Some(Secret::Plain(pw)), _) => ScramCredential::Password(pw.clone()),
                             (_, Some(keys)) => ScramCredential::Keys(keys.clone()),
-                            _ => {
-                                return Err(login_error(
-                                    "no plaintext password or SCRAM keys for this user",
-                                ))
-                            }
+                            _ => return Err(LoginError::NoScramCredential.into()),
                         };
                         let mut client = ScramClient::new(credential).with_binding(binding);
                         let first = client.client_first();
@@ -164,27 +142,21 @@ pub(super) async fn login(
                     Some(11) => {
                         let client = scram
                             .as_mut()
-                            .ok_or_else(|| protocol("SASLContinue before SASL"))?;
+                            .ok_or(ServerProtocolError::SaslContinueFirst)?;
                         let reply = client
                             .handle_server_first(&b[4..])
-                            .map_err(|e| login_error(&e.to_string()))?;
+                            .map_err(LoginError::Scram)?;
                         fe::sasl_response(&reply, &mut out)?;
                     }
                     Some(12) => {
-                        let client = scram
-                            .as_mut()
-                            .ok_or_else(|| protocol("SASLFinal before SASL"))?;
+                        let client = scram.as_mut().ok_or(ServerProtocolError::SaslFinalFirst)?;
                         client
                             .handle_server_final(&b[4..])
-                            .map_err(|e| login_error(&e.to_string()))?;
+                            .map_err(LoginError::Scram)?;
                         unproven = false;
                         continue;
                     }
-                    _ => {
-                        return Err(login_error(
-                            "the server asks for an unsupported authentication method",
-                        ))
-                    }
+                    _ => return Err(LoginError::Unsupported.into()),
                 }
                 stream.send(&out).await?;
             }
@@ -193,20 +165,11 @@ pub(super) async fn login(
                 session.pid = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
                 session.key = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
             }
-            b'Z' if unproven => {
-                return Err(login_error(
-                    "the server ended the login before SCRAM's final message",
-                ))
-            }
+            b'Z' if unproven => return Err(LoginError::NoScramFinal.into()),
             b'Z' => return Ok(session),
             b'E' => return Err(refused(b)),
             b'N' | b'v' => {}
-            other => {
-                return Err(protocol(&format!(
-                    "unexpected message '{}' at login",
-                    char::from(other)
-                )))
-            }
+            other => return Err(ServerProtocolError::UnexpectedAtLogin(char::from(other)).into()),
         }
     }
 }
@@ -217,15 +180,44 @@ fn end_point(stream: &Stream) -> Option<Vec<u8>> {
     crate::tls::end_point_hash(certs.first()?)
 }
 
-fn login_error(msg: &str) -> ServerError {
-    ServerError::Login(msg.to_owned())
-}
-
 fn refused(body: &[u8]) -> ServerError {
     match parse_error_fields(body) {
         Some(f) => ServerError::Refused(f),
-        None => protocol("malformed ErrorResponse"),
+        None => ServerProtocolError::MalformedError.into(),
     }
+}
+
+/// Why pgfleet does not (or cannot) log in to a server as a user.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error(
+        "the server accepted the login without proving it knows the password (no SCRAM \
+         final message): it is not the PostgreSQL server it claims to be"
+    )]
+    Unproven,
+    #[error("the server ended the login before SCRAM's final message")]
+    NoScramFinal,
+    #[error("the server asks for a cleartext password and auth_file has none")]
+    NoCleartextPassword,
+    #[error(
+        "the server asks for a cleartext password; pgfleet sends one only to a server whose \
+         certificate it verified (server_tls_sslmode = verify-ca or verify-full) or, without \
+         TLS, to a loopback address"
+    )]
+    CleartextRefused,
+    #[error("no auth_file entry for md5")]
+    NoMd5Secret,
+    #[error("the server asks for md5 and auth_file holds a SCRAM secret")]
+    Md5WithScramSecret,
+    #[error("the server offers no SCRAM-SHA-256")]
+    NoScram,
+    #[error("no plaintext password or SCRAM keys for this user")]
+    NoScramCredential,
+    /// The server's SCRAM messages do not verify or parse.
+    #[error("{0}")]
+    Scram(crate::auth::ScramError),
+    #[error("the server asks for an unsupported authentication method")]
+    Unsupported,
 }
 
 #[cfg(test)]

@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 use arc_swap::{ArcSwap, Guard};
 
 pub use guard::{PooledConn, Release};
+pub use login::LoginError;
 pub use opens::OpenGuard;
 pub use prepared::PreparedSet;
-pub use server::{record_parameter, Credentials, ServerConn, ServerError};
+pub use server::{record_parameter, Credentials, ServerConn, ServerError, ServerProtocolError};
 pub use spellings::Spellings;
 pub use stats::{PoolStats, StatsSnapshot, WAIT_BUCKETS};
 

@@ -15,7 +15,7 @@ use crate::cluster::sockets::SocketEntry;
 use crate::cluster::Node;
 use crate::protocol::backend::{parse_error_fields, parse_parameter_status, ErrorFields};
 
-use super::login::{self, Channel};
+use super::login::{self, Channel, LoginError};
 use crate::protocol::frame::{body, next_message};
 use crate::tls::{connect_server, Stream, TlsError};
 
@@ -44,14 +44,35 @@ pub enum ServerError {
     /// the client gets this error as it is.
     #[error("server error {}: {}", .0.code, .0.message)]
     Refused(ErrorFields),
-    /// pgfleet cannot log in with what it has for this user.
+    /// pgfleet cannot log in with what it has for this user, or will not.
     #[error("cannot log in to the server: {0}")]
-    Login(String),
+    Login(#[from] LoginError),
+    /// The server sent what PostgreSQL does not: the connection is closed.
     #[error("server protocol error: {0}")]
-    Protocol(String),
+    Protocol(#[from] ServerProtocolError),
     /// TLS as `server_tls_sslmode` asks could not be set up.
     #[error("TLS to the server: {0}")]
     Tls(String),
+}
+
+/// How a server broke the protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerProtocolError {
+    /// A message's length is invalid or over `max_message_size`.
+    #[error("{0}")]
+    Frame(#[from] crate::protocol::ProtocolError),
+    #[error("short md5 request")]
+    ShortMd5Request,
+    #[error("SASLContinue before SASL")]
+    SaslContinueFirst,
+    #[error("SASLFinal before SASL")]
+    SaslFinalFirst,
+    #[error("malformed ErrorResponse")]
+    MalformedError,
+    #[error("unexpected message '{0}' at login")]
+    UnexpectedAtLogin(char),
+    #[error("the server connection is not idle after a simple query")]
+    NotIdle,
 }
 
 /// A logged-in server connection.
@@ -189,11 +210,7 @@ impl ServerConn {
             let msg = self.read_message(max).await?;
             match msg[0] {
                 b'Z' if body(&msg) == b"I" && self.buf.is_empty() => return Ok(error),
-                b'Z' => {
-                    return Err(protocol(
-                        "the server connection is not idle after a simple query",
-                    ))
-                }
+                b'Z' => return Err(ServerProtocolError::NotIdle.into()),
                 b'E' if error.is_none() => error = parse_error_fields(body(&msg)),
                 b'S' => self.record_parameter(body(&msg)),
                 _ => {}
@@ -239,14 +256,10 @@ pub(super) async fn read_message(
         match next_message(buf, max) {
             Ok(Some(h)) => return Ok(buf.split_to(h.total)),
             Ok(None) => {}
-            Err(e) => return Err(protocol(&e.to_string())),
+            Err(e) => return Err(ServerProtocolError::Frame(e).into()),
         }
         if stream.read_buf(buf).await? == 0 {
             return Err(ServerError::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
     }
-}
-
-pub(super) fn protocol(msg: &str) -> ServerError {
-    ServerError::Protocol(msg.to_owned())
 }

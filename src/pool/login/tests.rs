@@ -93,10 +93,7 @@ async fn authentication_ok_without_the_scram_proof_is_refused() {
     let e = log_in(&mut stream, channel)
         .await
         .expect_err("a server that proved nothing");
-    assert!(
-        matches!(e, ServerError::Login(ref m) if m.contains("without proving")),
-        "{e}"
-    );
+    assert!(matches!(e, ServerError::Login(LoginError::Unproven)), "{e}");
     drop(stream);
     server.await.unwrap();
 }
@@ -120,7 +117,7 @@ async fn cleartext_password_only_over_a_channel_that_takes_it() {
     let (mut stream, server) = fake(asks_cleartext).await;
     let e = log_in(&mut stream, UNTRUSTED).await.expect_err("refused");
     assert!(
-        matches!(e, ServerError::Login(ref m) if m.contains("cleartext")),
+        matches!(e, ServerError::Login(LoginError::CleartextRefused)),
         "{e}"
     );
     drop(stream);
