@@ -52,7 +52,7 @@ pub enum ServerError {
     Protocol(#[from] ServerProtocolError),
     /// TLS as `server_tls_sslmode` asks could not be set up.
     #[error("TLS to the server: {0}")]
-    Tls(String),
+    Tls(TlsError),
 }
 
 /// How a server broke the protocol.
@@ -128,7 +128,7 @@ impl ServerConn {
         let stream = match connect_server(tcp, addr, &tls).await {
             Ok(s) => s,
             Err(TlsError::Io(e)) => return Err(ServerError::Io(e)),
-            Err(TlsError::Refused(why)) => return Err(ServerError::Tls(why)),
+            Err(e) => return Err(ServerError::Tls(e)),
         };
         let now = Instant::now();
         let gate = Arc::<CancelGate>::default();

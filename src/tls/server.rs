@@ -104,18 +104,34 @@ pub fn host_of(addr: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
-fn server_name(addr: &str) -> Result<ServerName<'static>, String> {
+fn server_name(addr: &str) -> Result<ServerName<'static>, TlsError> {
     let host = host_of(addr);
-    ServerName::try_from(host.to_owned()).map_err(|e| format!("{host}: {e}"))
+    ServerName::try_from(host.to_owned()).map_err(|error| TlsError::ServerName {
+        host: host.to_owned(),
+        error,
+    })
 }
 
 /// Why TLS to a server could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// The connection failed before TLS was in place: as any other connection failure.
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("{0}")]
-    Refused(String),
+    /// The member's host is no name a certificate can be checked against.
+    #[error("{host}: {error}")]
+    ServerName {
+        host: String,
+        error: rustls::pki_types::InvalidDnsNameError,
+    },
+    /// The server answered the SSLRequest with no, and the mode requires TLS.
+    #[error("the server does not support TLS (server_tls_sslmode = {})", mode_name(*.0))]
+    NotSupported(ServerTlsMode),
+    #[error("unexpected answer {0:#04x} to SSLRequest")]
+    UnexpectedAnswer(u8),
+    /// The handshake failed: a certificate that does not verify, among others.
+    #[error("TLS handshake: {0}")]
+    Handshake(std::io::Error),
 }
 
 /// Asks the server at `addr` for TLS as `tls` says, on a fresh connection; returns the
@@ -128,30 +144,21 @@ pub async fn connect_server(
     if tls.mode == ServerTlsMode::Disable {
         return Ok(Stream::Plain(tcp));
     }
-    let name = server_name(addr).map_err(TlsError::Refused)?;
+    let name = server_name(addr)?;
     tcp.write_all(&SSL_REQUEST).await?;
     // One byte only: anything the server sent after it must come encrypted.
     let answer = tcp.read_u8().await?;
     match answer {
         b'S' => {}
         b'N' if tls.mode == ServerTlsMode::Prefer => return Ok(Stream::Plain(tcp)),
-        b'N' => {
-            let msg = format!(
-                "the server does not support TLS (server_tls_sslmode = {})",
-                mode_name(tls.mode)
-            );
-            return Err(TlsError::Refused(msg));
-        }
-        other => {
-            let msg = format!("unexpected answer {other:#04x} to SSLRequest");
-            return Err(TlsError::Refused(msg));
-        }
+        b'N' => return Err(TlsError::NotSupported(tls.mode)),
+        other => return Err(TlsError::UnexpectedAnswer(other)),
     }
     let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
     let stream = connector
         .connect(name, tcp)
         .await
-        .map_err(|e| TlsError::Refused(format!("TLS handshake: {e}")))?;
+        .map_err(TlsError::Handshake)?;
     Ok(Stream::Tls(Box::new(stream.into())))
 }
 
