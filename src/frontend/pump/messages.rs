@@ -9,13 +9,13 @@ use bytes::BytesMut;
 
 use crate::pool::record_parameter;
 use crate::protocol::frame::body;
-use crate::protocol::{next_message, Backend, Frontend, ProtocolError};
+use crate::protocol::{Backend, Frontend, ProtocolError};
 use crate::sql::{PinReason, PinSet};
 
 use super::counts::Counts;
 use super::inspect::{lead, rewrite, session_command, Lead};
 use super::outbox;
-use super::stream::{self, Partial, Passing};
+use super::stream::{self, Passing};
 use super::PumpEnd;
 use crate::frontend::pin::{self, PinMode, Pins};
 use crate::frontend::prepared::{Rewriter, Rewritten};
@@ -99,13 +99,9 @@ impl Flow {
             }
         }
         while !self.terminated && track.has_room() {
-            let h = match next_message(&cbuf[run..], max) {
+            let h = match self.from_client.next(&cbuf[run..], max) {
                 Ok(Some(h)) => h,
-                Ok(None) => match self.from_client.partial(&cbuf[run..], max) {
-                    Ok(Partial::Pass(h)) => h,
-                    Ok(Partial::Wait) => break,
-                    Err(e) => return Err(PumpEnd::ClientProtocol(e)),
-                },
+                Ok(None) => break,
                 Err(e) => return Err(PumpEnd::ClientProtocol(e)),
             };
             // All of it, or (passed on as it comes) what has arrived.
@@ -236,13 +232,9 @@ impl Flow {
             }
         }
         loop {
-            let h = match next_message(&sbuf[run..], max) {
+            let h = match self.from_server.next(&sbuf[run..], max) {
                 Ok(Some(h)) => h,
-                Ok(None) => match self.from_server.partial(&sbuf[run..], max) {
-                    Ok(Partial::Pass(h)) => h,
-                    Ok(Partial::Wait) => break,
-                    Err(e) => return Err(PumpEnd::ServerProtocol(e)),
-                },
+                Ok(None) => break,
                 Err(e) => return Err(PumpEnd::ServerProtocol(e)),
             };
             // All of it, or (a row or COPY data passed on as it comes) what has arrived:

@@ -10,7 +10,7 @@
 //! session state it must pin), so those are held up to `max_message_size`.
 
 use super::inspect::{lead, Lead};
-use crate::protocol::frame::{announced_size, read_cstr_bytes, MessageHeader};
+use crate::protocol::frame::{announced_size, next_message, read_cstr_bytes, MessageHeader};
 use crate::protocol::ProtocolError;
 
 /// Messages up to this size are held whole; a larger one that has not all arrived is
@@ -36,15 +36,18 @@ pub(in crate::frontend) struct Passing {
     at: usize,
 }
 
-/// How much of a message starting at the front of a buffer may go before the rest of it
-/// arrives.
+/// When a message of one kind from one peer may go on before all of it is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(in crate::frontend) enum Partial {
-    /// Nothing yet: wait for more bytes (the message is held whole, or its front, which
-    /// pgfleet reads, is not all in).
-    Wait,
-    /// Passed on as it comes.
-    Pass(MessageHeader),
+enum Early {
+    /// Never: held whole.
+    Never,
+    /// As soon as its header is in.
+    AtOnce,
+    /// A Bind: once its portal and statement names are in.
+    AfterNames,
+    /// A Query's or Parse's text in session mode: once `at` bytes are in, unless it is
+    /// a RESET or DISCARD (followed, so read whole).
+    AfterText,
 }
 
 impl Passing {
@@ -71,44 +74,46 @@ impl Passing {
         self.left = total.saturating_sub(available);
     }
 
-    /// Whether the message at the front of `buf`, of which not all has arrived, is
-    /// passed on as it comes. `Err` as `next_message`'s.
+    /// The header of the next message at the front of `buf`: one all in, or one passed
+    /// on as it comes; `None` until one of them is there. `Err` as `next_message`'s.
     #[inline]
-    pub(super) fn partial(&self, buf: &[u8], max: usize) -> Result<Partial, ProtocolError> {
-        // Most often the buffer ends on a message's end.
-        if buf.len() < 5 {
-            return Ok(Partial::Wait);
+    pub(super) fn next(
+        &self,
+        buf: &[u8],
+        max: usize,
+    ) -> Result<Option<MessageHeader>, ProtocolError> {
+        match next_message(buf, max)? {
+            Some(h) => Ok(Some(h)),
+            // Most often the buffer ends on a message's end.
+            None if buf.len() < 5 => Ok(None),
+            None => self.partial(buf, max),
         }
-        self.started_message(buf, max)
     }
 
-    /// `partial` once a header is in.
-    fn started_message(&self, buf: &[u8], max: usize) -> Result<Partial, ProtocolError> {
+    /// The header of the message at the front of `buf`, not all in, when it passes on
+    /// as it comes.
+    fn partial(&self, buf: &[u8], max: usize) -> Result<Option<MessageHeader>, ProtocolError> {
         let Some(total) = announced_size(buf, max)? else {
-            return Ok(Partial::Wait);
+            return Ok(None);
         };
-        let tag = buf[0];
-        if total <= self.at || buf.len() >= total {
-            return Ok(Partial::Wait);
+        if total <= self.at {
+            return Ok(None);
         }
-        let passes = match (self.from, tag) {
-            (From::Server, b'D' | b'd') | (From::Client { .. }, b'd') => true,
-            (From::Client { .. }, b'B') => bind_front(buf).is_some(),
-            // RESET and DISCARD are read whole (session mode follows them).
-            (From::Client { text: true }, b'Q' | b'P') => {
+        let tag = buf[0];
+        let passes = match self.early(tag) {
+            Early::Never => false,
+            Early::AtOnce => true,
+            Early::AfterNames => bind_front(buf).is_some(),
+            Early::AfterText => {
                 buf.len() >= self.at && !matches!(lead(buf), Lead::Reset | Lead::Discard)
             }
-            _ => false,
         };
-        Ok(match passes {
-            true => Partial::Pass(MessageHeader { tag, total }),
-            false => Partial::Wait,
-        })
+        Ok(passes.then_some(MessageHeader { tag, total }))
     }
 
-    /// How many more bytes the read buffer `buf` should make room for: none while a
-    /// message is passed on (the next read takes what fits), the front of one that will
-    /// be, or the rest of one held whole.
+    /// How many more bytes the read buffer `buf` should make room for: the next part of
+    /// a message being passed on, the front of one that will be, or the rest of one held
+    /// whole.
     pub(super) fn wanted(&self, buf: &[u8], max: usize) -> usize {
         if self.active() {
             return self.left.min(self.at);
@@ -117,16 +122,25 @@ impl Passing {
             return 0;
         };
         let missing = total.saturating_sub(buf.len());
-        let streams = match (self.from, buf[0]) {
-            (From::Server, b'D' | b'd') => true,
-            (From::Client { .. }, b'd') => true,
-            (From::Client { .. }, b'B') => buf.len() < self.at,
-            (From::Client { text: true }, b'Q' | b'P') => buf.len() < self.at,
-            _ => false,
-        };
-        match streams && total > self.at {
+        let front_only = total > self.at
+            && match self.early(buf[0]) {
+                Early::Never => false,
+                Early::AtOnce => true,
+                Early::AfterNames | Early::AfterText => buf.len() < self.at,
+            };
+        match front_only {
             true => missing.min(self.at.saturating_sub(buf.len())),
             false => missing,
+        }
+    }
+
+    /// When a message of type `tag` from this peer may go on before all of it is in.
+    fn early(&self, tag: u8) -> Early {
+        match (self.from, tag) {
+            (From::Server, b'D' | b'd') | (From::Client { .. }, b'd') => Early::AtOnce,
+            (From::Client { .. }, b'B') => Early::AfterNames,
+            (From::Client { text: true }, b'Q' | b'P') => Early::AfterText,
+            _ => Early::Never,
         }
     }
 }
@@ -159,19 +173,16 @@ mod tests {
         row.extend_from_slice(&[0; 100]);
         assert_eq!(
             server.partial(&row, usize::MAX),
-            Ok(Partial::Pass(MessageHeader {
+            Ok(Some(MessageHeader {
                 tag: b'D',
                 total: big
             }))
         );
         assert_eq!(server.wanted(&row, usize::MAX), STREAM_AT - row.len());
         // Small ones, and what pgfleet reads, are held whole.
-        assert_eq!(
-            server.partial(&header(b'D', 100), 1 << 30),
-            Ok(Partial::Wait)
-        );
+        assert_eq!(server.partial(&header(b'D', 100), 1 << 30), Ok(None));
         let error = header(b'E', big);
-        assert_eq!(server.partial(&error, 1 << 30), Ok(Partial::Wait));
+        assert_eq!(server.partial(&error, 1 << 30), Ok(None));
         assert_eq!(server.wanted(&error, 1 << 30), big - 5);
     }
 
@@ -181,15 +192,12 @@ mod tests {
         let total = STREAM_AT * 4;
         let mut bind = header(b'B', total);
         bind.extend_from_slice(b"portal\0stm");
-        assert_eq!(client.partial(&bind, 1 << 30), Ok(Partial::Wait));
+        assert_eq!(client.partial(&bind, 1 << 30), Ok(None));
         bind.extend_from_slice(b"t\0\0\0");
         assert_eq!(bind_front(&bind), Some(5 + 12));
-        assert!(matches!(
-            client.partial(&bind, 1 << 30),
-            Ok(Partial::Pass(_))
-        ));
+        assert!(matches!(client.partial(&bind, 1 << 30), Ok(Some(_))));
         let query = header(b'Q', total);
-        assert_eq!(client.partial(&query, 1 << 30), Ok(Partial::Wait));
+        assert_eq!(client.partial(&query, 1 << 30), Ok(None));
         assert_eq!(client.wanted(&query, 1 << 30), total - 5);
     }
 
@@ -199,13 +207,10 @@ mod tests {
         let total = STREAM_AT * 4;
         let mut query = header(b'Q', total);
         query.resize(STREAM_AT - 1, b' ');
-        assert_eq!(client.partial(&query, 1 << 30), Ok(Partial::Wait));
+        assert_eq!(client.partial(&query, 1 << 30), Ok(None));
         assert_eq!(client.wanted(&query, 1 << 30), 1);
         query.push(b'x');
-        assert!(matches!(
-            client.partial(&query, 1 << 30),
-            Ok(Partial::Pass(_))
-        ));
+        assert!(matches!(client.partial(&query, 1 << 30), Ok(Some(_))));
     }
 
     #[test]
