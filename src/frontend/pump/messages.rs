@@ -59,6 +59,7 @@ impl Flow {
     /// A pump's state at its start. `session_text`: a Query's or Parse's text may pass
     /// on before all of it is in (session mode, where pgfleet reads only its first
     /// word). Messages over `stream_at` bytes may be passed on as they come.
+    #[inline]
     pub(in crate::frontend) fn new(
         transaction: bool,
         session_text: bool,
